@@ -1,1 +1,345 @@
-//! codeid
+//! Code identity for the crates that run pipeline stages.
+//!
+//! A stage's artifact key must change whenever the code that produced it could
+//! behave differently, and must never depend on someone remembering to bump a
+//! version. So each stage crate's `build.rs` calls [`emit`], which hashes:
+//!
+//! - the sources (`src/**`, `build.rs`, `Cargo.toml`, and any extra paths named
+//!   in `[package.metadata.codeid] extra = [...]`) of the crate itself and of
+//!   every workspace crate in its dependency closure, as recorded in
+//!   `Cargo.lock`;
+//! - the name, version and checksum of every registry crate in that closure;
+//! - the crate's enabled features and the compiler version.
+//!
+//! It exports the result to the crate as `CODE_IDENTITY` (a hex digest) and
+//! `CODE_IDENTITY_PARTS` (a JSON object of per-part digests, so a reader can say
+//! *which* crate changed), and registers every hashed path with
+//! `cargo:rerun-if-changed` so the digest is recomputed exactly when needed.
+//!
+//! Key design decision: paths are hashed relative to the workspace root and
+//! files in sorted order, so two clones of the same commit anywhere on disk get
+//! the same identity.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Computes the identity of the calling crate and exports it to rustc.
+/// Call from `build.rs`: `fn main() { codeid::emit(); }`.
+pub fn emit() {
+    let manifest_dir = PathBuf::from(env("CARGO_MANIFEST_DIR"));
+    let package = env("CARGO_PKG_NAME");
+    let features: Vec<String> =
+        std::env::vars().filter_map(|(k, _)| k.strip_prefix("CARGO_FEATURE_").map(|f| f.to_lowercase())).collect();
+    let rustc = rustc_version();
+    let identity = compute(&manifest_dir, &package, &features, &rustc)
+        .unwrap_or_else(|e| panic!("codeid: cannot compute the code identity of `{package}`: {e}"));
+    for path in &identity.watched {
+        println!("cargo:rerun-if-changed={}", path.display());
+    }
+    println!("cargo:rerun-if-env-changed=RUSTC");
+    println!("cargo:rustc-env=CODE_IDENTITY={}", identity.digest);
+    println!("cargo:rustc-env=CODE_IDENTITY_PARTS={}", identity.parts_json());
+    println!("cargo:rustc-env=CODE_RUSTC_VERSION={rustc}");
+    println!("cargo:rustc-env=CODE_TOOLS={}", identity.tools_json());
+}
+
+/// Dependencies whose versions are worth recording beside an artifact.
+const NOTABLE: &[&str] =
+    &["candle-core", "candle-nn", "tokenizers", "arrow", "parquet", "polars", "safetensors", "gemm"];
+
+/// The result of hashing one crate's code closure.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// blake3 over every part, hex.
+    pub digest: String,
+    /// Per-part digests: one per workspace crate (`crate:NAME`), plus
+    /// `registry` (all registry dependencies), `features` and `rustc`.
+    pub parts: BTreeMap<String, String>,
+    /// Paths whose change must recompute the identity.
+    pub watched: Vec<PathBuf>,
+    /// Versions of notable registry dependencies in the closure.
+    pub tools: BTreeMap<String, String>,
+}
+
+impl Identity {
+    /// `parts` as a one-line JSON object (keys and values need no escaping:
+    /// crate names and hex digests).
+    pub fn parts_json(&self) -> String {
+        let body: Vec<String> = self.parts.iter().map(|(k, v)| format!("\"{k}\":\"{v}\"")).collect();
+        format!("{{{}}}", body.join(","))
+    }
+
+    /// `tools` as a one-line JSON object.
+    pub fn tools_json(&self) -> String {
+        let body: Vec<String> = self.tools.iter().map(|(k, v)| format!("\"{k}\":\"{v}\"")).collect();
+        format!("{{{}}}", body.join(","))
+    }
+}
+
+/// Hashes the code closure of `package`, whose manifest lives in `manifest_dir`.
+pub fn compute(manifest_dir: &Path, package: &str, features: &[String], rustc: &str) -> Result<Identity, String> {
+    let root = workspace_root(manifest_dir)?;
+    let lock_path = root.join("Cargo.lock");
+    let lock = read_lock(&lock_path)?;
+    let members = workspace_members(&root)?;
+    let closure = closure(&lock, package)?;
+
+    let mut parts = BTreeMap::new();
+    let mut watched = vec![lock_path];
+    let mut registry = blake3::Hasher::new();
+    let mut tools = BTreeMap::new();
+    for id in &closure {
+        let pkg = &lock[id];
+        if NOTABLE.contains(&pkg.name.as_str()) {
+            tools.insert(pkg.name.clone(), pkg.version.clone());
+        }
+        match (&pkg.source, members.get(&pkg.name)) {
+            (None, Some(dir)) => {
+                let (digest, paths) = hash_member(&root, dir)?;
+                parts.insert(format!("crate:{}", pkg.name), digest);
+                watched.extend(paths);
+            }
+            _ => {
+                registry.update(
+                    format!(
+                        "{}@{}#{}\n",
+                        pkg.name,
+                        pkg.version,
+                        pkg.checksum.as_deref().or(pkg.source.as_deref()).unwrap_or("")
+                    )
+                    .as_bytes(),
+                );
+            }
+        }
+    }
+    parts.insert("registry".into(), registry.finalize().to_hex().to_string());
+    let mut features = features.to_vec();
+    features.sort();
+    parts.insert("features".into(), short_hash(features.join(",").as_bytes()));
+    parts.insert("rustc".into(), short_hash(rustc.as_bytes()));
+
+    let mut all = blake3::Hasher::new();
+    for (k, v) in &parts {
+        all.update(k.as_bytes()).update(b"=").update(v.as_bytes()).update(b"\n");
+    }
+    Ok(Identity { digest: all.finalize().to_hex().to_string(), parts, watched, tools })
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("codeid: {name} is not set; call codeid::emit() from build.rs"))
+}
+
+fn rustc_version() -> String {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    std::process::Command::new(rustc)
+        .arg("-V")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn short_hash(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex()[..16].to_string()
+}
+
+fn workspace_root(start: &Path) -> Result<PathBuf, String> {
+    let mut dir = Some(start);
+    while let Some(d) = dir {
+        if d.join("Cargo.lock").is_file() {
+            return Ok(d.to_path_buf());
+        }
+        dir = d.parent();
+    }
+    Err(format!("no Cargo.lock above {}", start.display()))
+}
+
+struct LockedPackage {
+    name: String,
+    version: String,
+    source: Option<String>,
+    checksum: Option<String>,
+    dependencies: Vec<String>,
+}
+
+/// Packages keyed by `name version`.
+fn read_lock(path: &Path) -> Result<BTreeMap<String, LockedPackage>, String> {
+    let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let doc: toml::Table = text.parse().map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = BTreeMap::new();
+    let packages = doc.get("package").and_then(|p| p.as_array()).cloned().unwrap_or_default();
+    for p in packages {
+        let s = |k: &str| p.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        let pkg = LockedPackage {
+            name: s("name").ok_or("package without a name in Cargo.lock")?,
+            version: s("version").unwrap_or_default(),
+            source: s("source"),
+            checksum: s("checksum"),
+            dependencies: p
+                .get("dependencies")
+                .and_then(|d| d.as_array())
+                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                .unwrap_or_default(),
+        };
+        out.insert(format!("{} {}", pkg.name, pkg.version), pkg);
+    }
+    Ok(out)
+}
+
+/// Resolves a `dependencies` entry of Cargo.lock (`name`, `name version`, or
+/// `name version (source)`) to a package id.
+fn resolve(lock: &BTreeMap<String, LockedPackage>, dep: &str) -> Option<String> {
+    let mut words = dep.split_whitespace();
+    let name = words.next()?;
+    match words.next() {
+        Some(version) => Some(format!("{name} {version}")).filter(|id| lock.contains_key(id)),
+        None => lock.values().find(|p| p.name == name).map(|p| format!("{} {}", p.name, p.version)),
+    }
+}
+
+fn closure(lock: &BTreeMap<String, LockedPackage>, package: &str) -> Result<BTreeSet<String>, String> {
+    let start = lock
+        .values()
+        .find(|p| p.name == package && p.source.is_none())
+        .map(|p| format!("{} {}", p.name, p.version))
+        .ok_or_else(|| format!("`{package}` is not in Cargo.lock"))?;
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![start];
+    while let Some(id) = stack.pop() {
+        if !seen.insert(id.clone()) {
+            continue;
+        }
+        for dep in &lock[&id].dependencies {
+            if let Some(d) = resolve(lock, dep) {
+                stack.push(d);
+            }
+        }
+    }
+    Ok(seen)
+}
+
+/// Workspace member name -> directory, from the root manifest's
+/// `workspace.members` (plain paths and `dir/*` globs).
+fn workspace_members(root: &Path) -> Result<BTreeMap<String, PathBuf>, String> {
+    let manifest = read_toml(&root.join("Cargo.toml"))?;
+    let patterns: Vec<String> = manifest
+        .get("workspace")
+        .and_then(|w| w.get("members"))
+        .and_then(|m| m.as_array())
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    let mut dirs = vec![root.to_path_buf()];
+    for pattern in patterns {
+        match pattern.strip_suffix("/*") {
+            Some(parent) => {
+                let entries = fs::read_dir(root.join(parent)).map_err(|e| format!("{parent}: {e}"))?;
+                dirs.extend(entries.filter_map(|e| e.ok()).map(|e| e.path()));
+            }
+            None => dirs.push(root.join(pattern)),
+        }
+    }
+    let mut members = BTreeMap::new();
+    for dir in dirs {
+        let Ok(manifest) = read_toml(&dir.join("Cargo.toml")) else {
+            continue;
+        };
+        if let Some(name) = manifest.get("package").and_then(|p| p.get("name")).and_then(|n| n.as_str()) {
+            members.insert(name.to_string(), dir);
+        }
+    }
+    Ok(members)
+}
+
+fn read_toml(path: &Path) -> Result<toml::Table, String> {
+    let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    text.parse().map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Hashes a workspace member's code: `Cargo.toml`, `build.rs`, `src/**` and the
+/// extra paths its manifest names. Returns the digest and the paths to watch.
+fn hash_member(root: &Path, dir: &Path) -> Result<(String, Vec<PathBuf>), String> {
+    let manifest = read_toml(&dir.join("Cargo.toml"))?;
+    let mut roots = vec![dir.join("Cargo.toml"), dir.join("build.rs"), dir.join("src")];
+    let extra = manifest
+        .get("package")
+        .and_then(|p| p.get("metadata"))
+        .and_then(|m| m.get("codeid"))
+        .and_then(|c| c.get("extra"))
+        .and_then(|e| e.as_array())
+        .cloned()
+        .unwrap_or_default();
+    roots.extend(extra.iter().filter_map(|v| v.as_str()).map(|p| dir.join(p)));
+
+    let mut files = Vec::new();
+    for r in &roots {
+        collect_files(r, &mut files);
+    }
+    let mut rel: Vec<(String, PathBuf)> = files.into_iter().map(|f| (relative(root, &f), f)).collect();
+    rel.sort();
+    rel.dedup();
+    let mut hasher = blake3::Hasher::new();
+    for (name, path) in &rel {
+        let bytes = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        hasher.update(name.as_bytes()).update(b"\0");
+        hasher.update(&(bytes.len() as u64).to_le_bytes()).update(&bytes);
+    }
+    let watched = roots.into_iter().filter(|p| p.exists()).collect();
+    Ok((hasher.finalize().to_hex()[..16].to_string(), watched))
+}
+
+fn collect_files(path: &Path, out: &mut Vec<PathBuf>) {
+    if path.is_file() {
+        out.push(path.to_path_buf());
+    } else if let Ok(entries) = fs::read_dir(path) {
+        for entry in entries.flatten() {
+            collect_files(&entry.path(), out);
+        }
+    }
+}
+
+/// A path relative to the workspace root with `/` separators and `..` folded,
+/// so identities do not depend on where the clone lives.
+fn relative(root: &Path, path: &Path) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let stripped = path.strip_prefix(root).unwrap_or(path);
+    for c in stripped.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                parts.pop();
+            }
+            std::path::Component::Normal(s) => parts.push(s.to_string_lossy().into_owned()),
+            _ => {}
+        }
+    }
+    parts.join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workspace() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    }
+
+    #[test]
+    fn identity_is_stable_and_covers_the_closure() {
+        let dir = workspace();
+        let a = compute(&dir, "codeid", &[], "rustc x").unwrap();
+        let b = compute(&dir, "codeid", &[], "rustc x").unwrap();
+        assert_eq!(a.digest, b.digest);
+        assert!(a.parts.contains_key("crate:codeid"), "{:?}", a.parts);
+        let c = compute(&dir, "codeid", &["cuda".into()], "rustc x").unwrap();
+        assert_ne!(a.digest, c.digest, "features are part of the identity");
+        let d = compute(&dir, "codeid", &[], "rustc y").unwrap();
+        assert_ne!(a.digest, d.digest, "the compiler is part of the identity");
+    }
+
+    #[test]
+    fn relative_paths_fold_parent_dirs() {
+        let root = Path::new("/ws");
+        assert_eq!(relative(root, Path::new("/ws/crates/world/../../datasets/world/a.toml")), "datasets/world/a.toml");
+    }
+}

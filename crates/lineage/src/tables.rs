@@ -1,0 +1,217 @@
+//! Every artifact table of the pipeline, declared once.
+//!
+//! Architecture invariant: a table that crosses a stage boundary is declared
+//! here, as a [`TableSpec`] constant plus a serde row struct with the same
+//! fields. Stages share these declarations and nothing else.
+
+use serde::{Deserialize, Serialize};
+
+use crate::schema::{Col, ColType::*, TableSpec};
+
+/// Text for next-token pretraining (and its held-out slice for perplexity).
+pub const PRETRAIN_TEXT: TableSpec = TableSpec {
+    name: "pretrain_text",
+    doc: "Documents for language-model pretraining and the pretraining mix of PPO-ptx.",
+    columns: &[
+        Col::new("doc_id", Utf8, "Stable document id."),
+        Col::new("text", Utf8, "The document."),
+        Col::new("kind", Utf8, "What kind of text (encyclopedic, story, forum, ...; `text` for user data)."),
+        Col::new("split", Utf8, "`train` or `validation`."),
+        Col::new("source", Utf8, "Where the row came from: `world` or a file name."),
+    ],
+};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PretrainTextRow {
+    pub doc_id: String,
+    pub text: String,
+    pub kind: String,
+    pub split: String,
+    pub source: String,
+}
+
+/// Instruction prompts after hygiene, split by user.
+pub const PROMPTS: TableSpec = TableSpec {
+    name: "prompts",
+    doc: "Instruction prompts, deduplicated, capped per user and split by user id.",
+    columns: &[
+        Col::new("prompt_id", Utf8, "Stable prompt id."),
+        Col::new("text", Utf8, "The prompt as the user wrote it."),
+        Col::new("user_id", Utf8, "Who wrote it; splits never share a user."),
+        Col::new("split", Utf8, "`train`, `validation` or `test`."),
+        Col::new("dataset", Utf8, "Which stage uses it: `sft`, `rm`, `ppo` (train/validation) or `eval` (test)."),
+        Col::new("family", Utf8, "Task family (generation, open_qa, ..., harmful, false_premise, ...)."),
+        Col::new("meta", Utf8, "Hidden task metadata as JSON, for the gold judge (`{}` for user data)."),
+        Col::new("source", Utf8, "`world` or the file the prompt came from."),
+    ],
+};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromptRow {
+    pub prompt_id: String,
+    pub text: String,
+    pub user_id: String,
+    pub split: String,
+    pub dataset: String,
+    pub family: String,
+    pub meta: String,
+    pub source: String,
+}
+
+/// Labeler-written ideal responses (the SFT data).
+pub const DEMONSTRATIONS: TableSpec = TableSpec {
+    name: "demonstrations",
+    doc: "Demonstrations: a prompt and the response a labeler wrote for it.",
+    columns: &[
+        Col::new("prompt_id", Utf8, "The prompt's id (in `prompts`)."),
+        Col::new("prompt", Utf8, "The prompt text."),
+        Col::new("response", Utf8, "The demonstrated response."),
+        Col::new("split", Utf8, "`train`, `validation` or `test`, as the prompt."),
+        Col::new("labeler_id", Utf8, "Who wrote it (`` if unknown)."),
+        Col::new("source", Utf8, "`world` or a file name."),
+    ],
+};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DemonstrationRow {
+    pub prompt_id: String,
+    pub prompt: String,
+    pub response: String,
+    pub split: String,
+    pub labeler_id: String,
+    pub source: String,
+}
+
+/// K-way rankings of responses to one prompt.
+pub const RANKINGS: TableSpec = TableSpec {
+    name: "rankings",
+    doc: "One labeler's ranking of K responses to one prompt (rank 1 is best; ties share a rank).",
+    columns: &[
+        Col::new("ranking_id", Utf8, "Stable id of this ranking."),
+        Col::new("prompt_id", Utf8, "The prompt's id."),
+        Col::new("prompt", Utf8, "The prompt text."),
+        Col::new("responses", ListUtf8, "The K responses."),
+        Col::new("ranks", ListInt32, "Rank of each response, 1 = best; equal ranks are ties."),
+        Col::new("labeler_id", Utf8, "Who ranked them."),
+        Col::new("split", Utf8, "`train`, `validation` or `test`."),
+        Col::new("source", Utf8, "`world`, `simulated`, or a file name."),
+    ],
+};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RankingRow {
+    pub ranking_id: String,
+    pub prompt_id: String,
+    pub prompt: String,
+    pub responses: Vec<String>,
+    pub ranks: Vec<i32>,
+    pub labeler_id: String,
+    pub split: String,
+    pub source: String,
+}
+
+/// Pairwise comparisons derived from rankings (ties left out).
+pub const COMPARISONS: TableSpec = TableSpec {
+    name: "comparisons",
+    doc: "Every non-tied pair of a ranking: chosen preferred to rejected.",
+    columns: &[
+        Col::new("ranking_id", Utf8, "The ranking this pair comes from (groups the C(K,2) pairs)."),
+        Col::new("prompt_id", Utf8, "The prompt's id."),
+        Col::new("prompt", Utf8, "The prompt text."),
+        Col::new("chosen", Utf8, "The preferred response."),
+        Col::new("rejected", Utf8, "The other response."),
+        Col::new("labeler_id", Utf8, "Who ranked them."),
+        Col::new("split", Utf8, "`train`, `validation` or `test`."),
+    ],
+};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComparisonRow {
+    pub ranking_id: String,
+    pub prompt_id: String,
+    pub prompt: String,
+    pub chosen: String,
+    pub rejected: String,
+    pub labeler_id: String,
+    pub split: String,
+}
+
+/// Rows rejected by ingest, with the reason: bad input never vanishes.
+pub const QUARANTINE: TableSpec = TableSpec {
+    name: "quarantine",
+    doc: "Rejected input rows with file, line, field and reason.",
+    columns: &[
+        Col::new("source_file", Utf8, "The input file."),
+        Col::new("line", Int64, "1-based line (JSONL, CSV) or row (Parquet) number; 0 if not applicable."),
+        Col::new("field", Utf8, "The offending field (`` for the whole row)."),
+        Col::new("reason", Utf8, "Why the row was rejected."),
+        Col::new("raw", Utf8, "The row as read, for repair."),
+    ],
+};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuarantineRow {
+    pub source_file: String,
+    pub line: i64,
+    pub field: String,
+    pub reason: String,
+    pub raw: String,
+}
+
+/// Derives the comparisons of one ranking: every pair with different ranks,
+/// better rank first. Ties are left out, as the reward model trains without them.
+pub fn comparisons_of(r: &RankingRow) -> Vec<ComparisonRow> {
+    let mut out = Vec::new();
+    for i in 0..r.responses.len() {
+        for j in (i + 1)..r.responses.len() {
+            let (w, l) = match r.ranks[i].cmp(&r.ranks[j]) {
+                std::cmp::Ordering::Less => (i, j),
+                std::cmp::Ordering::Greater => (j, i),
+                std::cmp::Ordering::Equal => continue,
+            };
+            out.push(ComparisonRow {
+                ranking_id: r.ranking_id.clone(),
+                prompt_id: r.prompt_id.clone(),
+                prompt: r.prompt.clone(),
+                chosen: r.responses[w].clone(),
+                rejected: r.responses[l].clone(),
+                labeler_id: r.labeler_id.clone(),
+                split: r.split.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// All declared tables, for documentation and `show`.
+pub const ALL: &[TableSpec] = &[PRETRAIN_TEXT, PROMPTS, DEMONSTRATIONS, RANKINGS, COMPARISONS, QUARANTINE];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comparisons_skip_ties_and_order_by_rank() {
+        let r = RankingRow {
+            ranking_id: "r".into(),
+            prompt_id: "p".into(),
+            prompt: "q".into(),
+            responses: vec!["a".into(), "b".into(), "c".into(), "d".into()],
+            ranks: vec![2, 1, 2, 4],
+            labeler_id: "l".into(),
+            split: "train".into(),
+            source: "x".into(),
+        };
+        let c = comparisons_of(&r);
+        let pairs: Vec<(&str, &str)> = c.iter().map(|c| (c.chosen.as_str(), c.rejected.as_str())).collect();
+        assert_eq!(pairs, vec![("b", "a"), ("a", "d"), ("b", "c"), ("b", "d"), ("c", "d")]);
+    }
+
+    #[test]
+    fn table_names_are_unique() {
+        let mut names: Vec<_> = ALL.iter().map(|t| t.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), ALL.len());
+    }
+}

@@ -1,0 +1,176 @@
+//! Small stages for testing the runner itself (`debug.*`).
+//!
+//! They are registered in every pipeline runner, cost nothing, and have two
+//! hooks that are *not* part of their key, so a test can change how they run
+//! without changing what they compute:
+//!
+//! - `INSTRUCTGPT_DEBUG_STALL=<step>` (or `*`): the step writes half of its
+//!   output and then sleeps for an hour, so a test can kill it mid-step.
+//! - `INSTRUCTGPT_DEBUG_RUNLOG=<file>`: every run of a debug stage appends
+//!   `<step> <key>` to the file, so a test can count how often a step ran.
+
+use std::io::Write;
+
+use anyhow::{Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::schema::{Col, ColType, TableSpec};
+use crate::stage::{InputSpec, Stage, StageContext, TypedStage, Validate, stage};
+
+pub const DEBUG_ITEMS: TableSpec = TableSpec {
+    name: "items",
+    doc: "Test rows of the debug stages.",
+    columns: &[Col::new("idx", ColType::Int64, "Row number."), Col::new("text", ColType::Utf8, "Payload.")],
+};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ItemRow {
+    pub idx: i64,
+    pub text: String,
+}
+
+pub const STALL_ENV: &str = "INSTRUCTGPT_DEBUG_STALL";
+pub const RUNLOG_ENV: &str = "INSTRUCTGPT_DEBUG_RUNLOG";
+
+/// The debug stages.
+pub fn stages() -> Vec<Box<dyn Stage>> {
+    vec![stage::<Emit>(), stage::<Upper>(), stage::<Concat>()]
+}
+
+fn log_run(ctx: &StageContext) -> Result<()> {
+    if let Some(path) = std::env::var_os(RUNLOG_ENV) {
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        writeln!(f, "{} {}", ctx.step, ctx.key)?;
+    }
+    Ok(())
+}
+
+fn maybe_stall(ctx: &StageContext) -> Result<()> {
+    if let Ok(target) = std::env::var(STALL_ENV)
+        && (target == "*" || target == ctx.step)
+    {
+        // Leave a half-written file behind, as a real crash would.
+        std::fs::write(ctx.out_path("items.parquet")?, b"PAR1 half-written")?;
+        eprintln!("{}: stalling as {STALL_ENV} asks", ctx.step);
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+    Ok(())
+}
+
+fn write_items(ctx: &mut StageContext, rows: &[ItemRow]) -> Result<()> {
+    log_run(ctx)?;
+    maybe_stall(ctx)?;
+    ctx.metric("rows", rows.len() as f64);
+    ctx.write_rows(&DEBUG_ITEMS, rows)
+}
+
+/// `debug.emit`: writes `rows` rows of `text`.
+pub struct Emit;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmitParams {
+    pub text: String,
+    pub rows: u32,
+    /// Enters the key but not the output: changing it reruns the step with
+    /// identical output (for early-cutoff tests).
+    pub note: String,
+    /// Fail instead of writing.
+    pub fail: bool,
+}
+
+impl Default for EmitParams {
+    fn default() -> Self {
+        EmitParams { text: "hello".into(), rows: 3, note: String::new(), fail: false }
+    }
+}
+
+impl Validate for EmitParams {
+    fn validate(&self) -> Result<(), String> {
+        if self.rows > 1_000_000 {
+            return Err(format!("rows = {} is more than a test needs (at most 1000000)", self.rows));
+        }
+        Ok(())
+    }
+}
+
+impl TypedStage for Emit {
+    type Params = EmitParams;
+    const NAME: &'static str = "debug.emit";
+    const ABOUT: &'static str = "Test stage: writes a table of repeated text.";
+    const INPUTS: &'static [InputSpec] = &[];
+    const OUTPUTS: &'static [TableSpec] = &[DEBUG_ITEMS];
+    const HEADLINE: Option<&'static str> = Some("rows");
+    fn code() -> crate::CodeIdentity {
+        crate::code_identity!()
+    }
+    fn run(ctx: &mut StageContext, p: &EmitParams) -> Result<()> {
+        if p.fail {
+            bail!("asked to fail (fail = true)");
+        }
+        let rows: Vec<ItemRow> =
+            (0..p.rows).map(|i| ItemRow { idx: i as i64, text: format!("{} {i}", p.text) }).collect();
+        write_items(ctx, &rows)
+    }
+}
+
+/// `debug.upper`: upper-cases its input's text.
+pub struct Upper;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpperParams {
+    pub suffix: String,
+}
+
+impl Validate for UpperParams {}
+
+impl TypedStage for Upper {
+    type Params = UpperParams;
+    const NAME: &'static str = "debug.upper";
+    const ABOUT: &'static str = "Test stage: upper-cases the text of its input.";
+    const INPUTS: &'static [InputSpec] = &[InputSpec::one("items", "A debug items table.")];
+    const OUTPUTS: &'static [TableSpec] = &[DEBUG_ITEMS];
+    const HEADLINE: Option<&'static str> = Some("rows");
+    fn code() -> crate::CodeIdentity {
+        crate::code_identity!()
+    }
+    fn run(ctx: &mut StageContext, p: &UpperParams) -> Result<()> {
+        let rows: Vec<ItemRow> = ctx.read_rows("items", &DEBUG_ITEMS)?;
+        let rows: Vec<ItemRow> = rows
+            .into_iter()
+            .map(|r| ItemRow { idx: r.idx, text: format!("{}{}", r.text.to_uppercase(), p.suffix) })
+            .collect();
+        write_items(ctx, &rows)
+    }
+}
+
+/// `debug.concat`: concatenates a list of inputs.
+pub struct Concat;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConcatParams {}
+
+impl Validate for ConcatParams {}
+
+impl TypedStage for Concat {
+    type Params = ConcatParams;
+    const NAME: &'static str = "debug.concat";
+    const ABOUT: &'static str = "Test stage: concatenates its inputs, labelled by step.";
+    const INPUTS: &'static [InputSpec] = &[InputSpec::many("parts", "Debug items tables.")];
+    const OUTPUTS: &'static [TableSpec] = &[DEBUG_ITEMS];
+    const HEADLINE: Option<&'static str> = Some("rows");
+    fn code() -> crate::CodeIdentity {
+        crate::code_identity!()
+    }
+    fn run(ctx: &mut StageContext, _: &ConcatParams) -> Result<()> {
+        let mut out = Vec::new();
+        for part in ctx.inputs("parts") {
+            for r in part.read_rows::<ItemRow>(&DEBUG_ITEMS)? {
+                out.push(ItemRow { idx: out.len() as i64, text: format!("{}: {}", part.label, r.text) });
+            }
+        }
+        write_items(ctx, &out)
+    }
+}
