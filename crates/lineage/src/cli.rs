@@ -113,7 +113,7 @@ fn run(cli: Cli, stages: &[Box<dyn Stage>]) -> Result<()> {
             if out.exists() {
                 bail!("{} exists; choose a new --out directory", out.display());
             }
-            let key = req.key();
+            let key = req.key()?;
             let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
             let parent = out
                 .parent()

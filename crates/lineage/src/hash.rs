@@ -68,6 +68,39 @@ fn parquet_content_digest(path: &Path) -> io::Result<String> {
     Ok(hasher.finalize().to_hex().to_string())
 }
 
+/// The digest and size of a file, or of a directory tree (blake3 over its
+/// files' relative paths and digests, in order).
+pub fn path_digest(path: &Path) -> io::Result<(String, u64)> {
+    let meta = std::fs::metadata(path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    if meta.is_file() {
+        return Ok((file_digest(path)?, meta.len()));
+    }
+    let mut files = Vec::new();
+    walk(path, path, &mut files)?;
+    files.sort();
+    let mut h = blake3::Hasher::new();
+    let mut bytes = 0;
+    for rel in files {
+        let p = path.join(&rel);
+        bytes += std::fs::metadata(&p)?.len();
+        h.update(rel.as_bytes()).update(b"\0").update(file_digest(&p)?.as_bytes()).update(b"\n");
+    }
+    Ok((h.finalize().to_hex().to_string(), bytes))
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let p = entry?.path();
+        if p.is_dir() {
+            walk(root, &p, out)?;
+        } else {
+            let rel = p.strip_prefix(root).expect("under root");
+            out.push(rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/"));
+        }
+    }
+    Ok(())
+}
+
 /// blake3 of a string, hex.
 pub fn digest_str(s: &str) -> String {
     blake3::hash(s.as_bytes()).to_hex().to_string()

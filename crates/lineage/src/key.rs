@@ -18,6 +18,9 @@ pub struct KeyIngredients<'a> {
     /// names the item in the output (e.g. a model in an evaluation report);
     /// renaming the single upstream of an input changes nothing.
     pub inputs: BTreeMap<&'a str, InputHashes<'a>>,
+    /// Files outside the store the stage reads (a user's data, a base model
+    /// directory): (path, content digest).
+    pub files: &'a [(String, String)],
 }
 
 #[derive(Debug, Clone)]
@@ -42,7 +45,7 @@ impl KeyIngredients<'_> {
                 (name.to_string(), v)
             })
             .collect();
-        let doc = serde_json::json!({
+        let mut doc = serde_json::json!({
             "stage": self.stage,
             "code": self.code_identity,
             "params": canonical(self.params),
@@ -50,6 +53,9 @@ impl KeyIngredients<'_> {
             "device": self.device,
             "inputs": inputs,
         });
+        if !self.files.is_empty() {
+            doc["files"] = self.files.iter().map(|(p, h)| Value::String(format!("{p}={h}"))).collect();
+        }
         blake3::hash(canonical(&doc).to_string().as_bytes()).to_hex().to_string()
     }
 }
@@ -98,7 +104,7 @@ mod tests {
     use serde_json::json;
 
     fn ingredients<'a>(params: &'a Value, inputs: BTreeMap<&'a str, InputHashes<'a>>) -> KeyIngredients<'a> {
-        KeyIngredients { stage: "s", code_identity: "c", params, seed: 1, device: None, inputs }
+        KeyIngredients { stage: "s", code_identity: "c", params, seed: 1, device: None, inputs, files: &[] }
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub struct Manifest {
     pub content_hash: String,
     /// Input name -> the artifacts that fed it (one, or several for list inputs).
     pub inputs: BTreeMap<String, Vec<InputRecord>>,
+    /// Files outside the store that entered the key.
+    #[serde(default)]
+    pub file_deps: Vec<FileDep>,
     /// The fully resolved parameters, defaults included.
     pub params: serde_json::Value,
     pub seed: u64,
@@ -55,6 +58,16 @@ pub struct InputRecord {
     /// content hash, or the table's content digest when a table was named.
     pub content_hash: String,
     pub table: Option<String>,
+}
+
+/// A file or directory outside the store that a stage reads.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FileDep {
+    /// As the parameters name it.
+    pub path: String,
+    /// blake3 of the file, or of a directory's sorted (path, digest) list.
+    pub blake3: String,
+    pub bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

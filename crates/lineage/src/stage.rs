@@ -17,11 +17,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::hash::short;
+use crate::hash::{path_digest, short};
 use crate::key::{InputHashes, KeyIngredients};
 use crate::manifest::{
-    CodeRecord, ColumnRecord, FORMAT_VERSION, Headline, InputRecord, MANIFEST_FILE, Manifest, RunRecord, TableRecord,
-    content_hash, host_facts,
+    CodeRecord, ColumnRecord, FORMAT_VERSION, FileDep, Headline, InputRecord, MANIFEST_FILE, Manifest, RunRecord,
+    TableRecord, content_hash, host_facts,
 };
 use crate::parquet_io::{self, FileLineage};
 use crate::schema::TableSpec;
@@ -134,6 +134,9 @@ pub trait Stage: Send + Sync {
     fn headline(&self) -> Option<&'static str>;
     /// Every parameter with its default value.
     fn default_params(&self) -> Value;
+    /// Files outside the store the stage will read, given its resolved
+    /// parameters; their content enters the key.
+    fn file_deps(&self, params: &Value) -> Vec<PathBuf>;
     /// Given parameters (a JSON object) -> fully resolved parameters, or the
     /// reason they are unacceptable.
     fn resolve_params(&self, given: &Value) -> Result<Value, ParamError>;
@@ -152,6 +155,11 @@ pub trait TypedStage: Send + Sync + 'static {
     const USES_DEVICE: bool = false;
     const HEADLINE: Option<&'static str> = None;
     fn code() -> CodeIdentity;
+    /// Files outside the store that the stage reads (user data, a base
+    /// model): their content enters the key.
+    fn file_deps(_params: &Self::Params) -> Vec<PathBuf> {
+        Vec::new()
+    }
     fn run(ctx: &mut StageContext, params: &Self::Params) -> Result<()>;
 }
 
@@ -186,6 +194,9 @@ impl<T: TypedStage> Stage for Typed<T> {
     }
     fn default_params(&self) -> Value {
         serde_json::to_value(T::Params::default()).expect("parameters serialise")
+    }
+    fn file_deps(&self, params: &Value) -> Vec<PathBuf> {
+        serde_json::from_value::<T::Params>(params.clone()).map(|p| T::file_deps(&p)).unwrap_or_default()
     }
     fn resolve_params(&self, given: &Value) -> Result<Value, ParamError> {
         let defaults = self.default_params();
@@ -466,7 +477,26 @@ pub struct StepRequest<'a> {
 }
 
 impl StepRequest<'_> {
-    pub fn key(&self) -> String {
+    /// The external files the step reads, hashed now.
+    pub fn file_deps(&self) -> Result<Vec<FileDep>> {
+        self.stage
+            .file_deps(&self.params)
+            .into_iter()
+            .map(|p| {
+                let (blake3, bytes) = path_digest(&p)
+                    .with_context(|| format!("step `{}` reads {}, which cannot be read", self.step, p.display()))?;
+                Ok(FileDep { path: p.display().to_string(), blake3, bytes })
+            })
+            .collect()
+    }
+
+    /// The artifact key (hashes the external files the step reads).
+    pub fn key(&self) -> Result<String> {
+        let files: Vec<(String, String)> = self.file_deps()?.into_iter().map(|f| (f.path, f.blake3)).collect();
+        Ok(self.key_with(&files))
+    }
+
+    fn key_with(&self, files: &[(String, String)]) -> String {
         let code = self.stage.code();
         KeyIngredients {
             stage: self.stage.name(),
@@ -489,6 +519,7 @@ impl StepRequest<'_> {
                     Some((spec.name, hashes))
                 })
                 .collect(),
+            files,
         }
         .key()
     }
@@ -549,7 +580,7 @@ pub struct StepResult {
 pub fn execute(store: &Store, req: &StepRequest, progress: &Progress) -> Result<StepResult> {
     let started = Instant::now();
     req.check_inputs()?;
-    let key = req.key();
+    let key = req.key()?;
     let stage = req.stage.name();
     if let Some(artifact) = store.get_verified(stage, &key)? {
         return Ok(StepResult { outcome: Outcome::Cached, artifact, wall: started.elapsed() });
@@ -651,6 +682,7 @@ pub fn run_into(
         step: req.step.to_string(),
         key: key.to_string(),
         content_hash: content_hash(&files),
+        file_deps: req.file_deps()?,
         inputs: req
             .inputs
             .iter()

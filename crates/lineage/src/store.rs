@@ -280,9 +280,11 @@ impl Store {
         Ok(target)
     }
 
-    /// Removes an artifact (for `gc`).
+    /// Removes an artifact and its lock file (for `gc`; hold its lock).
     pub fn remove(&self, artifact: &Artifact) -> Result<()> {
-        fs::remove_dir_all(&artifact.dir).with_context(|| format!("removing {}", artifact.dir.display()))
+        fs::remove_dir_all(&artifact.dir).with_context(|| format!("removing {}", artifact.dir.display()))?;
+        let _ = fs::remove_file(self.lock_path(artifact.key()));
+        Ok(())
     }
 
     fn ref_path(&self, pipeline: &str, step: &str) -> PathBuf {

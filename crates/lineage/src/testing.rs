@@ -6,6 +6,8 @@
 //!
 //! - `INSTRUCTGPT_DEBUG_STALL=<step>` (or `*`): the step writes half of its
 //!   output and then sleeps for an hour, so a test can kill it mid-step.
+//! - `INSTRUCTGPT_DEBUG_SLEEP_MS=<n>`: every debug step sleeps n ms first, so
+//!   concurrent runs overlap.
 //! - `INSTRUCTGPT_DEBUG_RUNLOG=<file>`: every run of a debug stage appends
 //!   `<step> <key>` to the file, so a test can count how often a step ran.
 
@@ -31,6 +33,7 @@ pub struct ItemRow {
 
 pub const STALL_ENV: &str = "INSTRUCTGPT_DEBUG_STALL";
 pub const RUNLOG_ENV: &str = "INSTRUCTGPT_DEBUG_RUNLOG";
+pub const SLEEP_ENV: &str = "INSTRUCTGPT_DEBUG_SLEEP_MS";
 
 /// The debug stages.
 pub fn stages() -> Vec<Box<dyn Stage>> {
@@ -46,6 +49,9 @@ fn log_run(ctx: &StageContext) -> Result<()> {
 }
 
 fn maybe_stall(ctx: &StageContext) -> Result<()> {
+    if let Some(ms) = std::env::var(SLEEP_ENV).ok().and_then(|v| v.parse::<u64>().ok()) {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
     if let Ok(target) = std::env::var(STALL_ENV)
         && (target == "*" || target == ctx.step)
     {
@@ -77,11 +83,13 @@ pub struct EmitParams {
     pub note: String,
     /// Fail instead of writing.
     pub fail: bool,
+    /// Read the rows from this text file (one per line) instead.
+    pub from_file: Option<String>,
 }
 
 impl Default for EmitParams {
     fn default() -> Self {
-        EmitParams { text: "hello".into(), rows: 3, note: String::new(), fail: false }
+        EmitParams { text: "hello".into(), rows: 3, note: String::new(), fail: false, from_file: None }
     }
 }
 
@@ -104,9 +112,18 @@ impl TypedStage for Emit {
     fn code() -> crate::CodeIdentity {
         crate::code_identity!()
     }
+    fn file_deps(p: &EmitParams) -> Vec<std::path::PathBuf> {
+        p.from_file.iter().map(std::path::PathBuf::from).collect()
+    }
     fn run(ctx: &mut StageContext, p: &EmitParams) -> Result<()> {
         if p.fail {
             bail!("asked to fail (fail = true)");
+        }
+        if let Some(path) = &p.from_file {
+            let text = std::fs::read_to_string(path)?;
+            let rows: Vec<ItemRow> =
+                text.lines().enumerate().map(|(i, l)| ItemRow { idx: i as i64, text: l.to_string() }).collect();
+            return write_items(ctx, &rows);
         }
         let rows: Vec<ItemRow> =
             (0..p.rows).map(|i| ItemRow { idx: i as i64, text: format!("{} {i}", p.text) }).collect();

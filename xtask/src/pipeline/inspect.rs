@@ -59,13 +59,23 @@ fn step_freshness(
         return Ok(Freshness::Stale(causes));
     };
     let req = request(plan, step, inputs);
-    let key = req.key();
+    let files = req.file_deps()?;
+    let key = req.key()?;
     if let Some(a) = store.get(step.stage.name(), &key)? {
         return Ok(Freshness::Fresh(Box::new(a)));
     }
     let hashes: BTreeMap<String, Vec<String>> =
         req.inputs.iter().map(|(n, items)| (n.clone(), items.iter().map(|i| i.hash.clone()).collect())).collect();
     let mut causes = compare(plan, step, previous.as_ref(), Some(&hashes));
+    if let Some(prev) = &previous {
+        for f in &files {
+            match prev.file_deps.iter().find(|p| p.path == f.path) {
+                Some(p) if p.blake3 == f.blake3 => {}
+                Some(p) => causes.push(format!("file {} {}.. -> {}..", f.path, short(&p.blake3), short(&f.blake3))),
+                None => causes.push(format!("file {} is new", f.path)),
+            }
+        }
+    }
     if causes.is_empty() {
         causes.push(format!("its artifact {} is not in the store (deleted, or moved aside as corrupt)", short(&key)));
     }

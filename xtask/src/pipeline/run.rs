@@ -151,7 +151,13 @@ fn run_step(
         }
     };
     let req = request(plan, step, inputs);
-    let key = req.key();
+    let key = match req.key() {
+        Ok(k) => k,
+        Err(e) => {
+            report.status = Status::Failed(format!("{e:#}"));
+            return report;
+        }
+    };
     report.key = Some(key.clone());
     match execute(store, &req, progress) {
         Ok(result) => {
