@@ -158,6 +158,97 @@ pub struct QuarantineRow {
     pub raw: String,
 }
 
+/// Responses sampled from a model, K per prompt.
+pub const SAMPLES: TableSpec = TableSpec {
+    name: "samples",
+    doc: "Responses sampled from a model: K per prompt, with tokens, log-probs and how they ended.",
+    columns: &[
+        Col::new("prompt_id", Utf8, "The prompt's id."),
+        Col::new("prompt", Utf8, "The prompt text."),
+        Col::new("sample_idx", Int32, "0..K-1 within the prompt."),
+        Col::new("response", Utf8, "The decoded response (without the end-of-sequence token)."),
+        Col::new("response_tokens", ListUInt32, "Generated token ids (including EOS when it ended so)."),
+        Col::new("logprobs", ListFloat32, "Log-prob of each generated token under the sampling model (temperature 1)."),
+        Col::new("finish_reason", Utf8, "`eos` or `length`."),
+        Col::new("seed", UInt64, "The sequence's sampling seed."),
+        Col::new("split", Utf8, "The prompt's split."),
+        Col::new("family", Utf8, "The prompt's task family."),
+        Col::new("meta", Utf8, "The prompt's hidden task metadata (JSON)."),
+    ],
+};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampleRow {
+    pub prompt_id: String,
+    pub prompt: String,
+    pub sample_idx: i32,
+    pub response: String,
+    pub response_tokens: Vec<u32>,
+    pub logprobs: Vec<f32>,
+    pub finish_reason: String,
+    pub seed: u64,
+    pub split: String,
+    pub family: String,
+    pub meta: String,
+}
+
+/// Per-step training metrics in long format (one row per step and metric).
+pub const TRAIN_LOG: TableSpec = TableSpec {
+    name: "train_log",
+    doc: "Per-step (or per-iteration) training metrics: loss, lr, grad norm, reward, KL, ...",
+    columns: &[
+        Col::new("step", Int64, "Optimizer step or PPO iteration."),
+        Col::new("metric", Utf8, "Metric name."),
+        Col::new("value", Float64, "Value."),
+    ],
+};
+
+/// Timings (tokens/s, seconds) in the same long format; a volatile table:
+/// kept, but not part of the content hash.
+pub const TIMING: TableSpec =
+    TableSpec { name: "timing", doc: "Per-step timings (volatile).", columns: TRAIN_LOG.columns };
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogRow {
+    pub step: i64,
+    pub metric: String,
+    pub value: f64,
+}
+
+/// Everything PPO knew about its rollouts, per iteration, for audit and replay.
+pub const ROLLOUTS: TableSpec = TableSpec {
+    name: "rollouts",
+    doc: "PPO rollouts: tokens, log-probs, reference log-probs, values, rewards, advantages per iteration.",
+    columns: &[
+        Col::new("iteration", Int64, "PPO iteration."),
+        Col::new("prompt_id", Utf8, "The prompt's id."),
+        Col::new("response", Utf8, "The decoded response."),
+        Col::new("response_tokens", ListUInt32, "Generated token ids."),
+        Col::new("logprobs", ListFloat32, "Policy log-probs at sampling time."),
+        Col::new("ref_logprobs", ListFloat32, "Reference (SFT) log-probs."),
+        Col::new("values", ListFloat32, "Value estimates."),
+        Col::new("rewards", ListFloat32, "Per-token rewards (KL penalty, score at the end)."),
+        Col::new("advantages", ListFloat32, "Whitened GAE advantages."),
+        Col::new("score", Float32, "Sequence reward (reward model or gold judge) before the KL penalty."),
+        Col::new("gold", Float32, "The gold judge's score of the response (NaN for user data)."),
+    ],
+};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutRow {
+    pub iteration: i64,
+    pub prompt_id: String,
+    pub response: String,
+    pub response_tokens: Vec<u32>,
+    pub logprobs: Vec<f32>,
+    pub ref_logprobs: Vec<f32>,
+    pub values: Vec<f32>,
+    pub rewards: Vec<f32>,
+    pub advantages: Vec<f32>,
+    pub score: f32,
+    pub gold: f32,
+}
+
 /// Derives the comparisons of one ranking: every pair with different ranks,
 /// better rank first. Ties are left out, as the reward model trains without them.
 pub fn comparisons_of(r: &RankingRow) -> Vec<ComparisonRow> {
@@ -184,7 +275,8 @@ pub fn comparisons_of(r: &RankingRow) -> Vec<ComparisonRow> {
 }
 
 /// All declared tables, for documentation and `show`.
-pub const ALL: &[TableSpec] = &[PRETRAIN_TEXT, PROMPTS, DEMONSTRATIONS, RANKINGS, COMPARISONS, QUARANTINE];
+pub const ALL: &[TableSpec] =
+    &[PRETRAIN_TEXT, PROMPTS, DEMONSTRATIONS, RANKINGS, COMPARISONS, QUARANTINE, SAMPLES, TRAIN_LOG, TIMING, ROLLOUTS];
 
 #[cfg(test)]
 mod tests {
