@@ -242,3 +242,25 @@ fn a_changed_input_file_reruns_its_step() {
     assert_eq!(out["emit"], "ran");
     assert_eq!(out["other"], "cached");
 }
+
+#[test]
+fn compare_shows_metrics_and_lineage_differences() {
+    let store = tempfile::tempdir().unwrap();
+    let s = store.path();
+    run_ok(s, &["run"], &[]);
+    run_ok(s, &["run", "-s", "emit.rows=5"], &[]);
+    let out = Command::new(BIN)
+        .arg("compare")
+        .arg(config())
+        .arg(config())
+        .arg("--store")
+        .arg(s)
+        .args(["--set-b", "emit.rows=5"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report = text(&out.stdout);
+    assert!(report.contains("param rows: 4 vs 5"), "{report}");
+    assert!(report.contains("other: same artifact"), "{report}");
+    assert!(report.lines().any(|l| l.trim_start().starts_with("rows") && l.contains("+1")), "{report}");
+}

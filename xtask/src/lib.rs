@@ -4,6 +4,7 @@
 //! every stage. It links all stage crates, reads `pipelines/*.toml`, and runs
 //! steps through `lineage`'s executor; stage crates never see each other.
 
+pub mod compare;
 pub mod pipeline;
 
 use std::io::Write;
@@ -39,6 +40,8 @@ enum Command {
     Pipeline(pipeline::PipelineArgs),
     /// Every stage: inputs, output tables and parameters with defaults.
     Stages,
+    /// Two runs side by side: metrics, and what differs in their lineage.
+    Compare(compare::CompareArgs),
 }
 
 static MULTI: OnceLock<MultiProgress> = OnceLock::new();
@@ -80,6 +83,7 @@ pub fn main() -> Result<()> {
     let progress = Progress::new(multi);
     match cli.command {
         Command::Pipeline(args) => pipeline::main(args, &registry, &progress),
+        Command::Compare(args) => compare::main(args, &registry),
         Command::Stages => {
             for s in &registry {
                 println!("{}  {}", s.name(), s.about());
