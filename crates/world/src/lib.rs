@@ -1,1 +1,5 @@
 //! world
+pub mod data;
+pub mod meta;
+pub mod seed;
+pub mod text;
