@@ -144,6 +144,9 @@ pub struct Subtype {
 #[derive(Debug, Clone, Deserialize)]
 pub struct Templates {
     pub subtypes: BTreeMap<String, Subtype>,
+    /// Optional openings users put before a request ("please ", "quick question: ").
+    #[serde(default)]
+    pub lead_ins: Vec<String>,
     pub constraints: BTreeMap<String, Vec<String>>,
 }
 

@@ -135,6 +135,29 @@ pub fn join_items(items: &[String]) -> String {
     }
 }
 
+/// Replaces the word "a" by "an" before a word that starts with a vowel.
+pub fn fix_articles(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = String::with_capacity(s.len() + 4);
+    let mut i = 0;
+    while i < s.len() {
+        let starts_word = i == 0 || !bytes[i - 1].is_ascii_alphanumeric();
+        if starts_word
+            && bytes[i] == b'a'
+            && bytes.get(i + 1) == Some(&b' ')
+            && matches!(bytes.get(i + 2), Some(b'a' | b'e' | b'i' | b'o' | b'u'))
+        {
+            out.push_str("an ");
+            i += 2;
+            continue;
+        }
+        let c = s[i..].chars().next().expect("in bounds");
+        out.push(c);
+        i += c.len_utf8();
+    }
+    out
+}
+
 /// Named values for filling `{slot}` templates.
 #[derive(Debug, Clone, Default)]
 pub struct Slots {
@@ -160,9 +183,44 @@ impl Slots {
         self.values.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
-    /// Fills every `{slot}` of `template`; an unknown slot is a bug in the
-    /// data files, caught by the tests that render every template.
+    /// The slot's value; a missing slot is a bug in a generator.
+    pub fn val(&self, key: &str) -> String {
+        self.get(key).unwrap_or_else(|| panic!("slot `{key}` is not set")).to_string()
+    }
+
+    /// Sets every slot of `other` (replacing equal keys).
+    pub fn extend(&mut self, other: &Slots) -> &mut Self {
+        for (k, v) in &other.values {
+            self.set(k, v.clone());
+        }
+        self
+    }
+
+    /// A copy with the slots of `other` added.
+    pub fn with(&self, other: &Slots) -> Slots {
+        let mut s = self.clone();
+        s.extend(other);
+        s
+    }
+
+    /// A copy with only the named slots.
+    pub fn only(&self, keys: &[&str]) -> Slots {
+        Slots { values: self.values.iter().filter(|(k, _)| keys.contains(&k.as_str())).cloned().collect() }
+    }
+
+    /// The slots as (name, value) pairs, in insertion order.
+    pub fn pairs(&self) -> &[(String, String)] {
+        &self.values
+    }
+
+    /// Fills every `{slot}` of `template` and fixes "a owl" into "an owl"; an
+    /// unknown slot is left as `{slot}` (a bug in the data files, caught by the
+    /// tests that render every template).
     pub fn render(&self, template: &str) -> String {
+        fix_articles(&self.render_raw(template))
+    }
+
+    fn render_raw(&self, template: &str) -> String {
         let mut out = String::with_capacity(template.len() + 16);
         let mut rest = template;
         while let Some(open) = rest.find('{') {
@@ -225,5 +283,7 @@ mod tests {
         assert_eq!(s.render("{n} {animal}s {x} {"), "two owls {x} {");
         assert_eq!(join_items(&["a".into(), "b".into(), "c".into()]), "a, b and c");
         assert_eq!(with_article("owl"), "an owl");
+        assert_eq!(s.render("a {animal} and a cat. a"), "an owl and a cat. a");
+        assert_eq!(fix_articles("a ant, a é"), "an ant, a é");
     }
 }
