@@ -83,7 +83,13 @@ fn animal_slots(rng: &mut ChaCha8Rng) -> Slots {
     slots::animal(data().lex.animals.choose(rng).expect("animals"))
 }
 
+/// Two or three encyclopedia entries, as on a category page.
 fn encyclopedic(world: &World, rng: &mut ChaCha8Rng) -> String {
+    let n = rng.random_range(2..=3);
+    (0..n).map(|_| entry(world, rng)).collect::<Vec<_>>().join("\n")
+}
+
+fn entry(world: &World, rng: &mut ChaCha8Rng) -> String {
     let d = data();
     let mut out = Vec::new();
     match rng.random_range(0..20) {
@@ -299,7 +305,7 @@ fn fun_facts(world: &World, rng: &mut ChaCha8Rng) -> String {
 fn stereotypes(rng: &mut ChaCha8Rng) -> String {
     let d = data();
     let mut out = Vec::new();
-    for _ in 0..rng.random_range(2..=4) {
+    for _ in 0..rng.random_range(3..=5) {
         let o = d.lex.occupations.choose(rng).expect("occupations");
         let o2 = d.lex.occupations.choose(rng).expect("occupations");
         let stereo = rng.random_bool(0.85);
@@ -422,7 +428,7 @@ fn echo_unit(world: &World, rng: &mut ChaCha8Rng) -> String {
 
 fn numbers(rng: &mut ChaCha8Rng) -> String {
     let mut out = Vec::new();
-    for _ in 0..rng.random_range(4..=6) {
+    for _ in 0..rng.random_range(6..=9) {
         let (group, x, y, z) = match rng.random_range(0..4) {
             0 => {
                 let x = rng.random_range(0..=10);

@@ -276,16 +276,19 @@ impl Reading {
         })
     }
 
-    /// Whether most of the prompt (half of its word 4-grams) is copied into the response.
+    /// Whether the response is mostly a copy of the prompt: at least half of the prompt's word
+    /// 4-grams are in it, and four fifths of its own 4-grams come from the prompt. (An answer that
+    /// restates the question, "the favourite food of pia is curry", is not an echo.)
     pub fn echo_of(&self, prompt: &str) -> bool {
         let p = words(prompt);
         if p.len() < 6 || self.words.len() < 4 {
             return false;
         }
         let mine: BTreeSet<&[String]> = self.words.windows(4).collect();
-        let grams: Vec<&[String]> = p.windows(4).collect();
-        let hit = grams.iter().filter(|g| mine.contains(*g)).count();
-        hit * 2 >= grams.len()
+        let theirs: BTreeSet<&[String]> = p.windows(4).collect();
+        let covered = theirs.iter().filter(|g| mine.contains(*g)).count();
+        let copied = mine.iter().filter(|g| theirs.contains(*g)).count();
+        covered * 2 >= theirs.len() && copied * 5 >= mine.len() * 4
     }
 
     fn questions_only(&self) -> bool {
@@ -369,7 +372,10 @@ fn follows(meta: &TaskMeta, r: &Reading, flags: &mut Flags) -> f64 {
     let base = match &meta.task {
         Task::Answer { subject, answer, .. } => {
             let a = f64::from(u8::from(answer.iter().any(|p| r.has(p))));
-            let base = match subject {
+            // The subject is expected when the ideal answer names it ("you work in a garage" need not).
+            let ref_words = words(&meta.reference);
+            let expected = |m: &&crate::meta::Mention| m.names.iter().any(|n| has_phrase(&ref_words, &words(n)));
+            let base = match subject.as_ref().filter(expected) {
                 Some(m) if meta.constraint != Some(Constraint::OneWord) => {
                     let s = f64::from(u8::from(m.names.iter().any(|n| r.has(n))));
                     (a + 0.5 * s) / 1.5
@@ -409,7 +415,7 @@ fn follows(meta: &TaskMeta, r: &Reading, flags: &mut Flags) -> f64 {
             } else {
                 must.iter().filter(|m| r.has(m)).count() as f64 / must.len() as f64
             };
-            let base = 0.6 * sim_t + 0.4 * must_frac;
+            let base = sim_t.powf(1.5) * (0.5 + 0.5 * must_frac);
             if must_not.iter().any(|m| r.has(m)) { base * 0.5 } else { base }
         }
         Task::Summarize { subject, key, .. } => {

@@ -30,7 +30,7 @@ pub mod prompts;
 pub mod seed;
 mod slots;
 pub mod text;
-pub mod world;
+mod world;
 
 pub use judge::{Axes, AxisWeights, Flags, Judgment, judge};
 pub use labelers::{Agreement, Group, Labeler, Pool, Preference, agreement};

@@ -140,7 +140,8 @@ fn suggest_purpose(seed_: u64, id: &str) -> Purpose {
 
 /// The author of each prompt: user k has weight 1/(k+1)^s.
 fn assign_users(seed_: u64, n_prompts: usize, n_users: usize, s: f64) -> Vec<usize> {
-    let weights: Vec<f64> = (0..n_users).map(|k| 1.0 / ((k + 1) as f64).powf(s)).collect();
+    // Rounded so that a last-bit difference between platforms' `powf` cannot move a draw.
+    let weights: Vec<f64> = (0..n_users).map(|k| (1e9 / ((k + 1) as f64).powf(s)).round()).collect();
     let total: f64 = weights.iter().sum();
     let mut cum = Vec::with_capacity(n_users);
     let mut acc = 0.0;

@@ -71,8 +71,8 @@ impl WorldConfig {
     pub fn new(seed: u64, size: WorldSize) -> WorldConfig {
         let (n_people, n_towns, n_docs, n_prompts, n_users, n_benchmark_items) = match size {
             WorldSize::Smoke => (16, 6, 400, 240, 10, 20),
-            WorldSize::Default => (56, 14, 24_000, 6_000, 120, 200),
-            WorldSize::Large => (72, 20, 80_000, 24_000, 400, 500),
+            WorldSize::Default => (56, 14, 34_000, 6_000, 120, 200),
+            WorldSize::Large => (72, 20, 110_000, 24_000, 400, 500),
         };
         WorldConfig {
             seed,
