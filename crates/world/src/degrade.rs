@@ -189,12 +189,18 @@ pub fn degrade(meta: &TaskMeta, response: &Response, kind: Degradation, rng: &mu
             out(t, eos)
         }
         Degradation::Hallucinate => {
-            let a = lex.animals.choose(rng).expect("animals");
-            let f = lex.foods.choose(rng).expect("foods");
+            // Details the task does not support: entities foreign to the prompt and the ideal answer.
+            let allowed = crate::judge::allowed_content(meta);
+            let fresh = |v: Vec<&String>, rng: &mut ChaCha8Rng| {
+                v.into_iter().filter(|x| !allowed.contains(*x)).collect::<Vec<_>>().choose(rng).map(|s| s.to_string())
+            };
+            let a = fresh(lex.animals.iter().map(|a| &a.name).collect(), rng).unwrap_or_else(|| "owl".into());
+            let f = fresh(lex.foods.iter().map(|f| &f.name).collect(), rng).unwrap_or_else(|| "cake".into());
+            let town = fresh(lex.towns.iter().collect(), rng).unwrap_or_else(|| "marlow".into());
             let t = match rng.random_range(0..3) {
-                0 => format!("{} it also likes {} very much.", text.trim_end(), f.name),
-                1 => format!("{} the {} lives there too.", text.trim_end(), a.name),
-                _ => format!("{} {} is famous for its {}.", text.trim_end(), lex.towns.choose(rng).expect("towns"), f.name),
+                0 => format!("{} it also likes {f} very much.", text.trim_end()),
+                1 => format!("{} the {a} lives there too.", text.trim_end()),
+                _ => format!("{} {town} is famous for its {f}.", text.trim_end()),
             };
             out(t, eos)
         }

@@ -323,16 +323,21 @@ pub(crate) fn marked_sentences(s: &str) -> Vec<(Vec<String>, bool)> {
     out
 }
 
-fn subjects(task: &Task) -> Vec<&crate::meta::Mention> {
+/// The entities a response must be about.
+fn subjects(task: &Task) -> Vec<crate::meta::Mention> {
     match task {
-        Task::Answer { subject: Some(m), .. } | Task::FalsePremise { subject: m, .. } => vec![m],
-        Task::Compose { subjects, .. } => subjects.iter().collect(),
+        Task::Answer { subject: Some(m), .. } | Task::FalsePremise { subject: m, .. } => vec![m.clone()],
+        Task::Compose { subjects, .. } => subjects.clone(),
+        Task::Summarize { subject, .. } => {
+            let slot = if data().slot(Slot::Animal).contains(subject) { Slot::Animal } else { Slot::Name };
+            vec![crate::meta::Mention { names: vec![subject.clone()], slot }]
+        }
         _ => vec![],
     }
 }
 
 /// Content words a response may use without being penalised for them.
-fn allowed_content(meta: &TaskMeta) -> BTreeSet<String> {
+pub(crate) fn allowed_content(meta: &TaskMeta) -> BTreeSet<String> {
     let mut texts: Vec<&str> = vec![&meta.prompt, &meta.reference];
     let owned: Vec<String> = match &meta.task {
         Task::Answer { subject, answer, .. } => {
@@ -382,7 +387,6 @@ fn follows(meta: &TaskMeta, r: &Reading, flags: &mut Flags) -> f64 {
                 }
                 _ => a,
             };
-            let base = if a == 0.0 && r.questions_only() { base * 0.5 } else { base };
             if r.unknown { base.min(0.15) } else { base }
         }
         Task::Compose { subjects, facts, required } => {
@@ -498,6 +502,8 @@ fn follows(meta: &TaskMeta, r: &Reading, flags: &mut Flags) -> f64 {
             return style(base, sim);
         }
     };
+    // More questions instead of an answer: the base model's habit.
+    let base = if r.questions_only() { base * 0.4 } else { base };
     style(base, sim)
 }
 
@@ -544,8 +550,8 @@ fn form_axis(r: &Reading, eos: bool, ref_len: f64, flags: &mut Flags) -> f64 {
     let rep_f = (1.0 - rep).powi(2);
     let ratio = r.words.len() as f64 / ref_len;
     flags.too_long = ratio > 2.5;
-    let len_f = if ratio > 1.3 {
-        (-0.35 * (ratio - 1.3)).exp()
+    let len_f = if ratio > 1.0 {
+        (-0.3 * (ratio - 1.0)).exp()
     } else if ratio < 1.0 {
         0.92 + 0.08 * ratio
     } else {

@@ -95,12 +95,18 @@ pub fn f1(a: &[String], b: &[String]) -> f64 {
     2.0 * p * r / (p + r)
 }
 
-/// Fraction of word trigrams (bigrams for short texts) that repeat an earlier
-/// one: 0 for fresh text, towards 1 for a loop.
+/// How loopy a text is, in [0, 1]: the larger of the fraction of word
+/// trigrams (bigrams for short texts) that repeat an earlier one and the
+/// fraction of words that repeat the word before ("mouse mouse mouse").
 pub fn repetition(ws: &[String]) -> f64 {
+    let stutter = if ws.len() < 2 {
+        0.0
+    } else {
+        ws.windows(2).filter(|w| w[0] == w[1]).count() as f64 / (ws.len() - 1) as f64
+    };
     let n = if ws.len() >= 8 { 3 } else { 2 };
     if ws.len() < n + 1 {
-        return 0.0;
+        return stutter;
     }
     let grams: Vec<&[String]> = ws.windows(n).collect();
     let mut seen = std::collections::BTreeSet::new();
@@ -110,7 +116,7 @@ pub fn repetition(ws: &[String]) -> f64 {
             repeated += 1;
         }
     }
-    repeated as f64 / grams.len() as f64
+    (repeated as f64 / grams.len() as f64).max(stutter)
 }
 
 /// "a" or "an" for `word`.
