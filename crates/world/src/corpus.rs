@@ -455,3 +455,80 @@ fn numbers(rng: &mut ChaCha8Rng) -> String {
     }
     out.join(" ")
 }
+
+/// Statistics that say whether the corpus can teach a tiny model to look back without teaching it to
+/// follow instructions (a check that needs no model; ingest can record it as metrics).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Readiness {
+    pub docs: usize,
+    pub words: usize,
+    /// Documents containing the instruction format's special tokens (`<|...|>`) or the word
+    /// "assistant": must be 0.
+    pub assistant_format_docs: usize,
+    /// Lines of the corpus that are one of the world's prompts (question and instruction lists).
+    pub prompt_lines: usize,
+    /// Of those, lines followed by exactly that prompt's ideal response: must be 0.
+    pub answered_in_place: usize,
+    /// Share of documents in which some entity word occurs twice (look-back material).
+    pub recurring_entity_share: f64,
+    /// Share of forum replies that mention an entity of the thread's title.
+    pub forum_quote_share: f64,
+    /// Share of echo documents (copy, restate, recall among distractors).
+    pub echo_share: f64,
+    /// Myth statements and their corrections, counted over the whole corpus.
+    pub myth_statements: usize,
+    pub truth_statements: usize,
+}
+
+/// Measures [`Readiness`] of `world`'s corpus against its prompts.
+pub fn readiness(world: &World) -> Readiness {
+    use std::collections::{BTreeMap, BTreeSet};
+    let d = data();
+    let docs = world.pretrain_docs();
+    let answers: BTreeMap<&str, &str> =
+        world.prompts().iter().map(|p| (p.text.as_str(), p.meta.reference.as_str())).collect();
+    let (mut special, mut prompt_lines, mut answered, mut recur, mut replies, mut quoting, mut words) =
+        (0, 0, 0, 0, 0, 0, 0);
+    for doc in docs {
+        special += usize::from(doc.text.contains("<|") || doc.text.contains("assistant"));
+        let lines: Vec<&str> = doc.text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let bare = line.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.' || c == ' ');
+            if let Some(reference) = answers.get(bare) {
+                prompt_lines += 1;
+                answered += usize::from(lines.get(i + 1).is_some_and(|next| next.trim() == *reference));
+            }
+        }
+        let ws = crate::text::words(&doc.text);
+        words += ws.len();
+        let mut seen = BTreeSet::new();
+        recur += usize::from(ws.iter().any(|w| d.content.contains(w) && !seen.insert(w.as_str())));
+        if doc.kind == DocKind::Forum {
+            let mut it = doc.text.lines();
+            let title: BTreeSet<String> = crate::text::words(it.next().unwrap_or(""))
+                .into_iter()
+                .filter(|w| d.content.contains(w))
+                .collect();
+            for l in it {
+                replies += 1;
+                quoting += usize::from(crate::text::words(l).iter().any(|w| title.contains(w)));
+            }
+        }
+    }
+    let share = |x: usize, n: usize| if n == 0 { 0.0 } else { x as f64 / n as f64 };
+    let count = |f: &dyn Fn(&crate::data::Misconception) -> &str| -> usize {
+        docs.iter().map(|doc| d.myths.iter().map(|m| doc.text.matches(f(m)).count()).sum::<usize>()).sum()
+    };
+    Readiness {
+        docs: docs.len(),
+        words,
+        assistant_format_docs: special,
+        prompt_lines,
+        answered_in_place: answered,
+        recurring_entity_share: share(recur, docs.len()),
+        forum_quote_share: share(quoting, replies),
+        echo_share: share(docs.iter().filter(|x| x.kind == DocKind::Echo).count(), docs.len()),
+        myth_statements: count(&|m| m.myth_sentence.as_str()),
+        truth_statements: count(&|m| m.truth_sentence.as_str()),
+    }
+}

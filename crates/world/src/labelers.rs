@@ -23,9 +23,9 @@ use crate::seed;
 
 /// The Gumbel temperature of an average training labeler, on the utility scale `ln(score + 0.1)`.
 /// Calibrated on [`calibration_groups`] (seed 0): about 73% agreement on non-tied pairs.
-pub const BASE_TEMPERATURE: f64 = 0.55;
+pub const BASE_TEMPERATURE: f64 = 0.62;
 /// Held-out labelers are this much less noisy (the paper's held-out labelers agreed more).
-pub const HELDOUT_NOISE: f64 = 0.9;
+pub const HELDOUT_NOISE: f64 = 0.75;
 /// The average tie threshold on the utility scale (about a 1.5% difference in score).
 pub const BASE_TIE_THRESHOLD: f64 = 0.015;
 /// Spread of a labeler's axis exponents around the gold judge's (log-normal sigma).

@@ -249,7 +249,8 @@ fn finish(rng: &mut ChaCha8Rng, family: Family, subtype: String, draft: Draft) -
         let text = d.safety.respectful_instructions.choose(rng).expect("respectful instructions");
         prompt = if rng.random_bool(0.5) { format!("{text} {prompt}") } else { format!("{prompt} {text}") };
     }
-    if rng.random_bool(0.15) {
+    // Users open some requests with a few words (not chat, which opens with its own greeting).
+    if family != Family::Chat && rng.random_bool(0.15) {
         prompt = format!("{}{prompt}", d.templates.lead_ins.choose(rng).expect("lead-ins"));
     }
     TaskMeta { family, subtype, prompt, task, constraint, instruction, reference }
