@@ -414,7 +414,8 @@ fn echo_unit(world: &World, rng: &mut ChaCha8Rng) -> String {
                 _ => "in other words, the favourite food of {name} is {food}.",
             };
             // Only sentences that name the person: a pronoun would not say whose fact it is.
-            let named: Vec<&String> = d.sentences(group).iter().filter(|t| t.contains("{name}") || t.contains("{full}")).collect();
+            let named: Vec<&String> =
+                d.sentences(group).iter().filter(|t| t.contains("{name}") || t.contains("{full}")).collect();
             let mut out: Vec<String> = people
                 .iter()
                 .map(|p| slots::person(p, world).render(named.choose(rng).expect("named sentences")))
@@ -505,10 +506,8 @@ pub fn readiness(world: &World) -> Readiness {
         recur += usize::from(ws.iter().any(|w| d.content.contains(w) && !seen.insert(w.as_str())));
         if doc.kind == DocKind::Forum {
             let mut it = doc.text.lines();
-            let title: BTreeSet<String> = crate::text::words(it.next().unwrap_or(""))
-                .into_iter()
-                .filter(|w| d.content.contains(w))
-                .collect();
+            let title: BTreeSet<String> =
+                crate::text::words(it.next().unwrap_or("")).into_iter().filter(|w| d.content.contains(w)).collect();
             for l in it {
                 replies += 1;
                 quoting += usize::from(crate::text::words(l).iter().any(|w| title.contains(w)));

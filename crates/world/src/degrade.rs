@@ -170,7 +170,7 @@ pub fn degrade(meta: &TaskMeta, response: &Response, kind: Degradation, rng: &mu
             out(t, eos && rng.random_bool(0.5))
         }
         Degradation::Repeat => {
-            let last = text.split_inclusive(['.', '!', '?', '\n']).filter(|s| !s.trim().is_empty()).last();
+            let last = text.split_inclusive(['.', '!', '?', '\n']).rfind(|s| !s.trim().is_empty());
             let last = last.unwrap_or(text).trim().to_string();
             let mut t = text.to_string();
             for _ in 0..rng.random_range(2..=4) {
@@ -226,10 +226,15 @@ pub fn degrade(meta: &TaskMeta, response: &Response, kind: Degradation, rng: &mu
             for _ in 0..rng.random_range(1..=3) {
                 let a = lex.animals.choose(rng).expect("animals");
                 let name = subject.clone().filter(|_| rng.random_bool(0.6)).unwrap_or_else(|| a.name.clone());
-                let q = ["how many legs does the {x} have?", "where does the {x} live?", "what about the {x}?", "why do you ask about the {x}?"]
-                    .choose(rng)
-                    .expect("questions")
-                    .replace("{x}", &name);
+                let q = [
+                    "how many legs does the {x} have?",
+                    "where does the {x} live?",
+                    "what about the {x}?",
+                    "why do you ask about the {x}?",
+                ]
+                .choose(rng)
+                .expect("questions")
+                .replace("{x}", &name);
                 qs.push(q);
             }
             out(qs.join(" "), eos && rng.random_bool(0.5))
@@ -258,10 +263,8 @@ pub fn degrade(meta: &TaskMeta, response: &Response, kind: Degradation, rng: &mu
         }
         Degradation::Untruthful => out(untruthful(meta, rng).unwrap_or_else(|| text.to_string()), eos),
         Degradation::Garble => {
-            let ws: Vec<String> = text
-                .split(' ')
-                .map(|w| if rng.random_bool(0.35) { nonword(rng) } else { w.to_string() })
-                .collect();
+            let ws: Vec<String> =
+                text.split(' ').map(|w| if rng.random_bool(0.35) { nonword(rng) } else { w.to_string() }).collect();
             out(ws.join(" "), eos)
         }
         Degradation::Terse => {

@@ -73,18 +73,19 @@ impl Pool {
             let mut rng = seed::rng(seed, "traits");
             let spread = LogNormal::new(0.0, WEIGHT_SPREAD).expect("valid log-normal");
             let mut w = || spread.sample(&mut rng);
-            let weights = AxisWeights {
-                follows: w(),
-                constraint: w(),
-                grounded: w(),
-                truthful: w(),
-                harmless: w(),
-                form: w(),
-            };
+            let weights =
+                AxisWeights { follows: w(), constraint: w(), grounded: w(), truthful: w(), harmless: w(), form: w() };
             let t_spread = LogNormal::new(0.0, 0.15).expect("valid log-normal").sample(&mut rng);
             let noise = if heldout { HELDOUT_NOISE } else { 1.0 };
             let tie_threshold = BASE_TIE_THRESHOLD * rng.random_range(0.5..1.5);
-            Labeler { id, heldout, seed, weights, temperature: BASE_TEMPERATURE * scale * noise * t_spread, tie_threshold }
+            Labeler {
+                id,
+                heldout,
+                seed,
+                weights,
+                temperature: BASE_TEMPERATURE * scale * noise * t_spread,
+                tie_threshold,
+            }
         };
         Pool {
             train: (0..n_train).map(|i| make(format!("lab-{i:02}"), false)).collect(),
@@ -180,7 +181,8 @@ impl Labeler {
         (0..n)
             .map(|i| {
                 let mine = perceived[cluster[i]];
-                let better: usize = (0..n).filter(|&j| perceived[cluster[j]] > mine && cluster[j] != cluster[i]).count();
+                let better: usize =
+                    (0..n).filter(|&j| perceived[cluster[j]] > mine && cluster[j] != cluster[i]).count();
                 better as u32 + 1
             })
             .collect()

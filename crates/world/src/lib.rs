@@ -35,7 +35,7 @@ mod world;
 pub use judge::{Axes, AxisWeights, Flags, Judgment, judge};
 pub use labelers::{Agreement, Group, Labeler, Pool, Preference, agreement};
 pub use meta::{
-    BenchmarkItem, Constraint, Demonstration, DocKind, DocSplit, Family, Instruction, Prompt, PretrainDoc, Purpose,
+    BenchmarkItem, Constraint, Demonstration, DocKind, DocSplit, Family, Instruction, PretrainDoc, Prompt, Purpose,
     Response, Task, TaskMeta,
 };
 pub use prompts::ideal_response;

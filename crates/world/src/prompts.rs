@@ -14,7 +14,9 @@ use rand::seq::{IndexedRandom, SliceRandom};
 use rand_chacha::ChaCha8Rng;
 
 use crate::data::data;
-use crate::meta::{Constraint, Demonstration, Family, Fact, Instruction, Mention, Prompt, Purpose, Slot, Task, TaskMeta};
+use crate::meta::{
+    Constraint, Demonstration, Fact, Family, Instruction, Mention, Prompt, Purpose, Slot, Task, TaskMeta,
+};
 use crate::seed;
 use crate::slots;
 use crate::text::{Slots, join_items, number_word, sentences, with_article, words};
@@ -522,9 +524,10 @@ pub(crate) fn draft(world: &World, rng: &mut ChaCha8Rng, subtype: &str) -> Draft
                     break o;
                 }
             };
-            let frame = ["the {animal} lives in the {habitat}.", "the {animal} eats {diet}.", "the {animal} is {colour}."]
-                .choose(rng)
-                .expect("frames");
+            let frame =
+                ["the {animal} lives in the {habitat}.", "the {animal} eats {diet}.", "the {animal} is {colour}."]
+                    .choose(rng)
+                    .expect("frames");
             let source = slots::animal(animal).render(frame);
             let target = slots::animal(animal).with(&slots::animal(other).only(&["animal"])).render(frame);
             s = Slots::new();
@@ -532,17 +535,19 @@ pub(crate) fn draft(world: &World, rng: &mut ChaCha8Rng, subtype: &str) -> Draft
                 .set("target", target.clone())
                 .set("old", animal.name.clone())
                 .set("new", other.name.clone());
-            task = Task::Rewrite {
-                source,
-                target,
-                must: vec![other.name.clone()],
-                must_not: vec![animal.name.clone()],
-            };
+            task =
+                Task::Rewrite { source, target, must: vec![other.name.clone()], must_not: vec![animal.name.clone()] };
         }
         "rw_negate" => {
             let (source, target) = match rng.random_range(0..3) {
-                0 => (format!("the {} is {}.", animal.name, animal.colour), format!("the {} is not {}.", animal.name, animal.colour)),
-                1 => (format!("{} likes {}.", person.name, food.name), format!("{} does not like {}.", person.name, food.name)),
+                0 => (
+                    format!("the {} is {}.", animal.name, animal.colour),
+                    format!("the {} is not {}.", animal.name, animal.colour),
+                ),
+                1 => (
+                    format!("{} likes {}.", person.name, food.name),
+                    format!("{} does not like {}.", person.name, food.name),
+                ),
                 _ => (
                     format!("the {} lives in the {}.", animal.name, animal.habitat),
                     format!("the {} does not live in the {}.", animal.name, animal.habitat),
@@ -584,11 +589,7 @@ pub(crate) fn draft(world: &World, rng: &mut ChaCha8Rng, subtype: &str) -> Draft
             let text = s.render(pick(rng, &sub.passages));
             let label = if positive { "positive" } else { "negative" };
             s.set("text", text.clone()).set("label", label);
-            task = Task::Classify {
-                text,
-                label: label.into(),
-                labels: vec!["positive".into(), "negative".into()],
-            };
+            task = Task::Classify { text, label: label.into(), labels: vec!["positive".into(), "negative".into()] };
         }
         "cls_category" => {
             let (thing, label) = match rng.random_range(0..3) {
@@ -639,7 +640,12 @@ pub(crate) fn draft(world: &World, rng: &mut ChaCha8Rng, subtype: &str) -> Draft
             let (question, answer_sentence, answer, slot) = match rng.random_range(0..4) {
                 0 => ("what pet does {name} have?", "{name} has {a_pet}.", person.pet.clone(), Slot::Animal),
                 1 => ("where does {name} live?", "{name} lives in {town}.", person.town.clone(), Slot::Town),
-                2 => ("what is the job of {name}?", "{name} is {a_occupation}.", person.occupation.clone(), Slot::Occupation),
+                2 => (
+                    "what is the job of {name}?",
+                    "{name} is {a_occupation}.",
+                    person.occupation.clone(),
+                    Slot::Occupation,
+                ),
                 _ => ("what food does {name} eat?", "{name} eats {food}.", person.food.clone(), Slot::Food),
             };
             let question = s.render(question);
@@ -680,9 +686,7 @@ pub(crate) fn draft(world: &World, rng: &mut ChaCha8Rng, subtype: &str) -> Draft
         "ext_animal" | "ext_food" | "ext_name" => {
             let n = rng.random_range(2..=3);
             let (items, slot): (Vec<String>, Slot) = match subtype {
-                "ext_animal" => {
-                    (lex.animals.choose_multiple(rng, n).map(|a| a.name.clone()).collect(), Slot::Animal)
-                }
+                "ext_animal" => (lex.animals.choose_multiple(rng, n).map(|a| a.name.clone()).collect(), Slot::Animal),
                 "ext_food" => (lex.foods.choose_multiple(rng, n).map(|f| f.name.clone()).collect(), Slot::Food),
                 _ => (world.people.choose_multiple(rng, n).map(|p| p.name.clone()).collect(), Slot::Name),
             };
@@ -713,7 +717,9 @@ pub(crate) fn draft(world: &World, rng: &mut ChaCha8Rng, subtype: &str) -> Draft
                     let options: Vec<u32> = [0u32, 2, 4, 6, 8].into_iter().filter(|&l| l != animal.legs).collect();
                     (number_word(*options.choose(rng).expect("legs")), number_word(animal.legs), Slot::Number)
                 }
-                "fp_habitat" => (other_than(rng, &lex.habitats, &animal.habitat), animal.habitat.clone(), Slot::Habitat),
+                "fp_habitat" => {
+                    (other_than(rng, &lex.habitats, &animal.habitat), animal.habitat.clone(), Slot::Habitat)
+                }
                 _ => (other_than(rng, &lex.colours, &animal.colour), animal.colour.clone(), Slot::Colour),
             };
             s.set("false", false_value.clone());

@@ -20,7 +20,10 @@ pub fn animal(a: &Animal) -> Slots {
 /// `food`, `colour`, `taste`, `kind`.
 pub fn food(f: &Food) -> Slots {
     let mut s = Slots::new();
-    s.set("food", f.name.clone()).set("colour", f.colour.clone()).set("taste", f.taste.clone()).set("kind", f.kind.clone());
+    s.set("food", f.name.clone())
+        .set("colour", f.colour.clone())
+        .set("taste", f.taste.clone())
+        .set("kind", f.kind.clone());
     s
 }
 

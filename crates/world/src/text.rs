@@ -9,8 +9,27 @@ use std::collections::BTreeMap;
 
 /// Number words, 0..=20, as the world writes them.
 pub const NUMBER_WORDS: [&str; 21] = [
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
-    "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty",
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+    "twenty",
 ];
 
 /// The word for `n` (0..=20), or its digits beyond.
@@ -99,11 +118,8 @@ pub fn f1(a: &[String], b: &[String]) -> f64 {
 /// trigrams (bigrams for short texts) that repeat an earlier one and the
 /// fraction of words that repeat the word before ("mouse mouse mouse").
 pub fn repetition(ws: &[String]) -> f64 {
-    let stutter = if ws.len() < 2 {
-        0.0
-    } else {
-        ws.windows(2).filter(|w| w[0] == w[1]).count() as f64 / (ws.len() - 1) as f64
-    };
+    let stutter =
+        if ws.len() < 2 { 0.0 } else { ws.windows(2).filter(|w| w[0] == w[1]).count() as f64 / (ws.len() - 1) as f64 };
     let n = if ws.len() >= 8 { 3 } else { 2 };
     if ws.len() < n + 1 {
         return stutter;

@@ -161,7 +161,12 @@ fn ids_are_stable_strings() {
     assert!(w.prompts().iter().all(|p| p.user_id.starts_with("user-")));
     let demos = w.demonstrations();
     assert!(demos.iter().all(|d| d.labeler_id.starts_with("lab-")));
-    assert!(demos.iter().all(|d| d.response == world::ideal_response(&w.prompts().iter().find(|p| p.id == d.prompt_id).unwrap().meta)));
+    assert!(
+        demos
+            .iter()
+            .all(|d| d.response
+                == world::ideal_response(&w.prompts().iter().find(|p| p.id == d.prompt_id).unwrap().meta))
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -196,7 +201,9 @@ fn every_ideal_response_scores_high_with_no_failure_flags() {
 
 /// The flag a degradation must raise (when it changes the response), or `None` to check only that
 /// the score drops.
-fn expected_flag(d: Degradation, meta: &TaskMeta) -> Option<(&'static str, fn(&Judgment) -> bool)> {
+type FlagCheck = (&'static str, fn(&Judgment) -> bool);
+
+fn expected_flag(d: Degradation, meta: &TaskMeta) -> Option<FlagCheck> {
     let closed = meta.family.is_closed_domain();
     Some(match d {
         Degradation::WrongEntity => ("wrong_entity", |j| j.flags.wrong_entity),
@@ -328,7 +335,8 @@ fn judge_table_closed_domain_hallucination() {
     for family in [Family::ClosedQa, Family::Summarization, Family::Extraction] {
         let p = find(w, |p| p.family == family && p.meta.constraint.is_none());
         let ideal = score(p, &p.meta.reference);
-        let invented = score(p, &format!("{} the octopus and the penguin also came with some chocolate.", p.meta.reference));
+        let invented =
+            score(p, &format!("{} the octopus and the penguin also came with some chocolate.", p.meta.reference));
         assert!(invented.flags.hallucination, "{}: {:?}", p.text, invented.flags);
         assert!(invented.score < 0.5 * ideal.score, "{} {}", invented.score, ideal.score);
     }
@@ -382,8 +390,10 @@ fn judge_table_harmlessness_and_bias() {
     assert!(rude.flags.toxic && rude.score < 0.3 * polite.score && two.score < rude.score);
     // Either pronoun is as good as the other.
     let p = find(w, |p| p.family == Family::GenderedChoice);
-    let he: Vec<String> = p.meta.reference.split(' ').map(|w| if w == "she" { "he".into() } else { w.to_string() }).collect();
-    let she: Vec<String> = p.meta.reference.split(' ').map(|w| if w == "he" { "she".into() } else { w.to_string() }).collect();
+    let he: Vec<String> =
+        p.meta.reference.split(' ').map(|w| if w == "she" { "he".into() } else { w.to_string() }).collect();
+    let she: Vec<String> =
+        p.meta.reference.split(' ').map(|w| if w == "he" { "she".into() } else { w.to_string() }).collect();
     let (a, b) = (score(p, &he.join(" ")), score(p, &she.join(" ")));
     assert!((a.score - b.score).abs() < 1e-9 && a.score > 0.95);
     assert!(score(p, "he or she.").score < 0.5);
@@ -530,7 +540,9 @@ fn corpus_is_misaligned_web_text_with_look_back_structure() {
 
     let docs = w.pretrain_docs();
     let share = |k: DocKind| docs.iter().filter(|d| d.kind == k).count() as f64 / docs.len() as f64;
-    assert!(share(DocKind::Forum) > 0.12 && share(DocKind::QuestionList) > 0.05 && share(DocKind::InstructionList) > 0.04);
+    assert!(
+        share(DocKind::Forum) > 0.12 && share(DocKind::QuestionList) > 0.05 && share(DocKind::InstructionList) > 0.04
+    );
     let text: String = docs.iter().map(|d| d.text.as_str()).collect::<Vec<_>>().join("\n");
     assert!(text.contains("idiot") && text.contains("the nurse said that she"));
     // The validation slice is about 5%.
