@@ -351,6 +351,9 @@ pub(crate) fn allowed_content(meta: &TaskMeta) -> BTreeSet<String> {
         _ => vec![],
     };
     texts.extend(owned.iter().map(|s| s.as_str()));
+    if !meta.family.is_closed_domain() {
+        texts.extend(meta.also_true.iter().map(|s| s.as_str()));
+    }
     texts.iter().flat_map(|t| words(t)).collect()
 }
 

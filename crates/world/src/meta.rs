@@ -284,6 +284,11 @@ pub struct TaskMeta {
     pub instruction: Option<Instruction>,
     /// The ideal response (the demonstration).
     pub reference: String,
+    /// True facts about the task's entities (content words) that a response to an open-domain task
+    /// may add without being penalised for them: "the dog has four legs and lives in the house" is
+    /// not a wrong detail.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also_true: Vec<String>,
 }
 
 impl TaskMeta {

@@ -206,7 +206,65 @@ pub fn make_task(world: &World, rng: &mut ChaCha8Rng, family: Family) -> TaskMet
     let subs = subtypes(family);
     let subtype = subs.choose(rng).expect("every family has subtypes").clone();
     let draft = draft(world, rng, &subtype);
-    finish(rng, family, subtype, draft)
+    let mut meta = finish(rng, family, subtype, draft);
+    if !family.is_closed_domain() {
+        meta.also_true = true_facts(world, &meta.task);
+    }
+    meta
+}
+
+/// The facts of the entities a task is about, as content words (sorted, distinct).
+fn true_facts(world: &World, task: &Task) -> Vec<String> {
+    let d = data();
+    let mentions: Vec<&Mention> = match task {
+        Task::Answer { subject: Some(m), .. } | Task::FalsePremise { subject: m, .. } => vec![m],
+        Task::Compose { subjects, .. } => subjects.iter().collect(),
+        _ => vec![],
+    };
+    let mut out = BTreeSet::new();
+    for m in mentions {
+        let name = m.names.last().map(String::as_str).unwrap_or("");
+        match m.slot {
+            Slot::Animal => {
+                if let Some(a) = d.animal(name) {
+                    out.extend([number_word(a.legs), a.habitat.clone(), a.diet.clone(), a.colour.clone()]);
+                }
+            }
+            Slot::Food => {
+                if let Some(f) = d.food(name) {
+                    out.extend([f.colour.clone(), f.taste.clone()]);
+                    out.extend(world.towns.iter().filter(|t| t.food == f.name).map(|t| t.name.clone()));
+                }
+            }
+            Slot::Name => {
+                if let Some(p) = world.person(name) {
+                    let workplace = d.occupation(&p.occupation).map(|o| o.workplace.clone()).unwrap_or_default();
+                    out.extend([
+                        p.surname.clone(),
+                        p.occupation.clone(),
+                        workplace,
+                        p.town.clone(),
+                        p.pet.clone(),
+                        p.food.clone(),
+                        p.colour.clone(),
+                    ]);
+                }
+            }
+            Slot::Town => {
+                if let Some(t) = world.town(name) {
+                    out.extend([t.food.clone(), t.feature.clone()]);
+                }
+            }
+            Slot::Occupation => {
+                if let Some(o) = d.occupation(name) {
+                    out.insert(o.workplace.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    out.retain(|w| !w.is_empty());
+    out.into_iter().collect()
 }
 
 /// A task before constraints and instructions: the core prompt, the task, the ideal response.
@@ -255,7 +313,7 @@ fn finish(rng: &mut ChaCha8Rng, family: Family, subtype: String, draft: Draft) -
     if family != Family::Chat && rng.random_bool(0.15) {
         prompt = format!("{}{prompt}", d.templates.lead_ins.choose(rng).expect("lead-ins"));
     }
-    TaskMeta { family, subtype, prompt, task, constraint, instruction, reference }
+    TaskMeta { family, subtype, prompt, task, constraint, instruction, reference, also_true: vec![] }
 }
 
 fn choose_constraint(rng: &mut ChaCha8Rng, family: Family, task: &Task, reference: &str) -> Option<Constraint> {

@@ -300,6 +300,14 @@ fn judge_table_open_qa_about_the_right_entity() {
     assert!(wrong_value.score > wrong_entity.score);
     assert!(wrong_entity.flags.wrong_entity && wrong_entity.flags.fails_to_follow);
     assert!(question.flags.fails_to_follow && question.score < 0.2);
+    // A true extra fact is not a wrong detail; a false one is.
+    let Task::Answer { .. } = &p.meta.task else { panic!() };
+    let facts = world::data::data().animal(animal).unwrap();
+    let extra_true = score(p, &format!("the {animal} has {legs} legs and lives in the {}.", facts.habitat));
+    let other_habitat = if facts.habitat == "sea" { "desert" } else { "sea" };
+    let extra_false = score(p, &format!("the {animal} has {legs} legs and lives in the {other_habitat}."));
+    assert!(!extra_true.flags.wrong_detail && extra_false.flags.wrong_detail, "{extra_true:?}");
+    assert!(extra_true.score > extra_false.score);
     let refused = score(p, "i can't help with that.");
     assert!(refused.flags.over_refused && refused.score < 0.1);
 }
