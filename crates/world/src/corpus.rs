@@ -218,7 +218,7 @@ fn question_and_fact(world: &World, rng: &mut ChaCha8Rng) -> (String, String, St
         .choose(rng)
         .expect("pairs");
         let q = s.render(d.subtype(sub).prompts.choose(rng).expect("prompts"));
-        (a.name.clone(), q, say(rng, group, &s))
+        (format!("the {}", a.name), q, say(rng, group, &s))
     } else {
         let s = person_slots(world, rng);
         let (q, group) = *[
@@ -251,7 +251,7 @@ fn forum(world: &World, rng: &mut ChaCha8Rng) -> String {
             s = a.with(&slots::food(d.lex.foods.choose(rng).expect("foods"))).with(&slots::town(t).only(&["town"]));
             s.set("occupation", o.name.clone());
             lines.push(format!("{} {}", say(rng, "forum_title", &Slots::new()), say(rng, "forum_opinion", &s)));
-            (s.val("animal"), String::new())
+            (format!("the {}", s.val("animal")), String::new())
         }
         _ => {
             let positive = rng.random_bool(0.5);
@@ -265,7 +265,7 @@ fn forum(world: &World, rng: &mut ChaCha8Rng) -> String {
             (t.name.clone(), String::new())
         }
     };
-    let other = d.lex.animals.choose(rng).expect("animals").name.clone();
+    let other = format!("the {}", d.lex.animals.choose(rng).expect("animals").name);
     for _ in 0..rng.random_range(3..=6) {
         let mut r = Slots::new();
         r.set("entity", entity.clone())
@@ -337,20 +337,25 @@ fn echo_unit(world: &World, rng: &mut ChaCha8Rng) -> String {
     match rng.random_range(0..9) {
         0 => {
             let n = rng.random_range(2..=4);
-            let items: Vec<String> = if rng.random_bool(0.5) {
-                lex.foods.choose_multiple(rng, n).map(|f| f.name.clone()).collect()
-            } else {
+            let template = d.sentences("echo_list").choose(rng).expect("echo lists");
+            // A list of animals where the text says so, of foods where it says shopping, else either.
+            let animals = template.contains("animals") || (!template.contains("shopping") && rng.random_bool(0.5));
+            let items: Vec<String> = if animals {
                 lex.animals.choose_multiple(rng, n).map(|a| a.name.clone()).collect()
+            } else {
+                lex.foods.choose_multiple(rng, n).map(|f| f.name.clone()).collect()
             };
             let mut s = Slots::new();
             s.set("items", join_items(&items)).set("town", world.towns.choose(rng).expect("towns").name.clone());
-            say(rng, "echo_list", &s)
+            s.render(template)
         }
         1 => {
             let (a, b) = two_people(world, rng);
             let fact = question_and_fact(world, rng).2;
             let mut s = Slots::new();
-            s.set("name", a.name.clone()).set("name2", b.name.clone()).set("fact", fact);
+            s.set("name", a.name.clone())
+                .set("name2", b.name.clone())
+                .set("fact", fact.trim_end_matches('.').to_string());
             say(rng, "echo_quote", &s)
         }
         2 => {
