@@ -157,7 +157,7 @@ pub fn degrade(meta: &TaskMeta, response: &Response, kind: Degradation, rng: &mu
                 out(parts[..parts.len() - 1].join(sep).trim().to_string(), eos)
             } else {
                 let ws: Vec<&str> = text.split_whitespace().collect();
-                let keep = (ws.len() / 2).max(1);
+                let keep = (ws.len() / 2).max(1).min(ws.len());
                 out(format!("{}.", ws[..keep].join(" ").trim_end_matches('.')), eos)
             }
         }
@@ -269,8 +269,8 @@ pub fn degrade(meta: &TaskMeta, response: &Response, kind: Degradation, rng: &mu
         }
         Degradation::Terse => {
             let t = match &meta.task {
-                Task::Answer { answer, .. } => answer[0].clone(),
-                Task::List { valid, .. } => valid[0].clone(),
+                Task::Answer { answer, .. } => answer.first().cloned().unwrap_or_default(),
+                Task::List { valid, .. } => valid.first().cloned().unwrap_or_default(),
                 Task::Classify { label, .. } => label.clone(),
                 _ => text.split_whitespace().next().unwrap_or("").to_string(),
             };
@@ -318,12 +318,12 @@ fn subject_names(task: &Task) -> Vec<(String, Slot)> {
 /// The value a wrong-value failure replaces, with its slot.
 fn value_of(task: &Task) -> Option<(String, Slot)> {
     match task {
-        Task::Answer { answer, slot, .. } if !answer[0].contains(' ') => Some((answer[0].clone(), *slot)),
-        Task::Answer { answer, slot, .. } => answer.get(1).map(|a| (a.clone(), *slot)),
+        // A one-word answer, or the one-word alternative of a phrase ("by the sea", "sea").
+        Task::Answer { answer, slot, .. } => answer.iter().find(|a| !a.contains(' ')).map(|a| (a.clone(), *slot)),
         Task::Compose { facts, .. } => facts.first().map(|f| (f.value.clone(), f.slot)),
         Task::List { valid, slot, .. } => valid.first().map(|v| (v.clone(), *slot)),
         Task::Summarize { key, .. } => key.first().map(|k| (k.clone(), slot_of(k))),
-        Task::FalsePremise { answer, slot, .. } => Some((answer[0].clone(), *slot)),
+        Task::FalsePremise { answer, slot, .. } => answer.first().map(|a| (a.clone(), *slot)),
         Task::Classify { label, .. } => Some((label.clone(), Slot::Label)),
         _ => None,
     }
@@ -402,7 +402,7 @@ fn untruthful(meta: &TaskMeta, rng: &mut ChaCha8Rng) -> Option<String> {
     match &meta.task {
         Task::Misconception { id, .. } => d.myths.iter().find(|m| &m.id == id).map(|m| format!("{}.", m.myth_sentence)),
         Task::FalsePremise { subject, false_value, slot, .. } => {
-            let s = &subject.names[subject.names.len() - 1];
+            let s = subject.names.last().map(String::as_str).unwrap_or("it");
             Some(match slot {
                 Slot::Number => format!("the {s} has {false_value} legs because it needs them."),
                 Slot::Habitat => format!("the {s} lives in the {false_value} because it likes it there."),

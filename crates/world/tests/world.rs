@@ -638,3 +638,53 @@ fn sampled_groups_have_varied_quality() {
     println!("sampled responses: {:.0}% above 0.8, {:.0}% below 0.2", 100.0 * high, 100.0 * low);
     assert!(high > 0.15 && low > 0.15 && high + low < 0.9);
 }
+
+#[test]
+fn judge_is_fast_enough_for_rewards() {
+    let w = default_world();
+    let groups = calibration_groups(w, 500, 4);
+    let n: usize = groups.iter().map(|g| g.responses.len()).sum();
+    let t = std::time::Instant::now();
+    let mut total = 0.0;
+    for g in &groups {
+        for r in &g.responses {
+            total += judge(&g.meta, &r.text, r.ended_with_eos).score;
+        }
+    }
+    let per = t.elapsed().as_secs_f64() / n as f64;
+    println!("judge: {:.1} µs per response ({n} responses, mean score {:.3})", per * 1e6, total / n as f64);
+    assert!(per < 2e-3);
+}
+
+#[test]
+fn degradations_survive_odd_metadata() {
+    // Metadata from elsewhere (or hand-written) may have empty lists: nothing panics.
+    let w = default_world();
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    for p in w.prompts().iter().take(300) {
+        let mut meta = p.meta.clone();
+        match &mut meta.task {
+            Task::Answer { answer, subject, .. } => {
+                answer.clear();
+                *subject = None;
+            }
+            Task::List { valid, .. } => valid.clear(),
+            Task::FalsePremise { answer, subject, .. } => {
+                answer.clear();
+                subject.names.clear();
+            }
+            Task::Compose { subjects, facts, required } => {
+                subjects.clear();
+                facts.clear();
+                required.clear();
+            }
+            _ => {}
+        }
+        meta.reference.clear();
+        for d in Degradation::ALL {
+            let r = degrade(&meta, &Response::new("", true), d, &mut rng);
+            let j = judge(&meta, &r.text, r.ended_with_eos);
+            assert!((0.0..=1.0).contains(&j.score));
+        }
+    }
+}
