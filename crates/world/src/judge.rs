@@ -103,6 +103,8 @@ pub struct Flags {
     pub too_long: bool,
     /// Most of the prompt copied back.
     pub echoes_prompt: bool,
+    /// Word salad: few of its word pairs occur in well-formed text of the world.
+    pub disfluent: bool,
     pub empty: bool,
 }
 
@@ -549,7 +551,111 @@ fn form_axis(r: &Reading, eos: bool, ref_len: f64, flags: &mut Flags) -> f64 {
     };
     let unknown = r.words.iter().filter(|w| !d.vocab.contains(w.as_str())).count() as f64 / r.words.len() as f64;
     let vocab_f = (1.0 - unknown).powf(1.5);
-    (eos_f * rep_f * len_f * vocab_f).max(0.01)
+    let fluent = fluency_of(&r.sentences);
+    flags.disfluent = fluent < 0.75;
+    let fluent_f = 0.25 + 0.75 * fluent;
+    (eos_f * rep_f * len_f * vocab_f * fluent_f).max(0.01)
+}
+
+/// The share of a text's word bigrams that the world's own text uses, with entity words read as their
+/// kind ("the dog has" as "the ANIMAL has"): 1 for well-formed text, low for word salad that happens
+/// to contain the right words. (The rest of the judge reads bags of words; this keeps it from
+/// rewarding "dog four legs has the".)
+pub fn fluency(text: &str) -> f64 {
+    fluency_of(&marked_sentences(truncate_chars(text, MAX_CHARS)))
+}
+
+fn fluency_of(sentences: &[(Vec<String>, bool)]) -> f64 {
+    let known = known_bigrams();
+    let (mut hits, mut total) = (0usize, 0usize);
+    for (ws, _) in sentences {
+        let classes: Vec<&str> = ws.iter().map(|w| word_class(w)).collect();
+        total += classes.len().saturating_sub(1);
+        hits += classes.windows(2).filter(|b| known.contains(&bigram_key(b[0], b[1]))).count();
+    }
+    if total == 0 { 1.0 } else { hits as f64 / total as f64 }
+}
+
+/// A content word's kind (its first content slot), or the word itself ("an" read as "a").
+fn word_class(w: &str) -> &str {
+    let d = data();
+    if w == "an" {
+        return "a";
+    }
+    if d.content.contains(w) {
+        for slot in Slot::CONTENT {
+            if d.slot(slot).contains(w) {
+                return slot_class(slot);
+            }
+        }
+    }
+    w
+}
+
+fn slot_class(slot: Slot) -> &'static str {
+    match slot {
+        Slot::Animal => "ANIMAL",
+        Slot::Food => "FOOD",
+        Slot::Colour => "COLOUR",
+        Slot::Habitat => "HABITAT",
+        Slot::Diet => "DIET",
+        Slot::Taste => "TASTE",
+        Slot::Occupation => "OCCUPATION",
+        Slot::Workplace => "WORKPLACE",
+        Slot::Name => "NAME",
+        Slot::Surname => "SURNAME",
+        Slot::Town => "TOWN",
+        Slot::Feature => "FEATURE",
+        Slot::Number => "NUMBER",
+        _ => "OTHER",
+    }
+}
+
+fn bigram_key(a: &str, b: &str) -> u64 {
+    let mut h = crate::seed::fnv1a(a.as_bytes());
+    for &byte in [0x1fu8].iter().chain(b.as_bytes()) {
+        h ^= u64::from(byte);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// Class bigrams of a sample world's text (documents, prompts and ideal answers): every template of
+/// the data files is rendered many times over, so well-formed text is covered.
+fn known_bigrams() -> &'static BTreeSet<u64> {
+    static KNOWN: std::sync::LazyLock<BTreeSet<u64>> = std::sync::LazyLock::new(|| {
+        let mut config = crate::WorldConfig::new(0, crate::WorldSize::Smoke);
+        config.n_people = 40;
+        config.n_towns = 20;
+        config.n_docs = 6000;
+        config.n_prompts = 8000;
+        config.n_users = 40;
+        let world = crate::World::from_config(config).expect("the sample world's config is valid");
+        let d = data();
+        let mut texts: Vec<&str> = world.pretrain_docs().iter().map(|x| x.text.as_str()).collect();
+        for p in world.prompts() {
+            texts.push(&p.text);
+            texts.push(&p.meta.reference);
+        }
+        let extra: Vec<String> = d
+            .safety
+            .refusals
+            .iter()
+            .chain(&d.safety.unknown_markers.iter().map(|m| m.join(" ")).collect::<Vec<_>>())
+            .chain(&d.safety.refusal_markers.iter().map(|m| m.join(" ")).collect::<Vec<_>>())
+            .cloned()
+            .collect();
+        texts.extend(extra.iter().map(String::as_str));
+        let mut known = BTreeSet::new();
+        for t in texts {
+            for sentence in crate::text::sentences(t) {
+                let classes: Vec<&str> = sentence.iter().map(|w| word_class(w)).collect();
+                known.extend(classes.windows(2).map(|b| bigram_key(b[0], b[1])));
+            }
+        }
+        known
+    });
+    &KNOWN
 }
 
 /// Whether `family`'s tasks are judged closed-domain (re-exported for callers).

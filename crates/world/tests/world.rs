@@ -688,3 +688,15 @@ fn degradations_survive_odd_metadata() {
         }
     }
 }
+
+#[test]
+fn word_salad_is_not_an_answer() {
+    let w = default_world();
+    let p = find(w, |p| p.meta.subtype == "qa_legs" && p.meta.constraint.is_none());
+    let ideal = score(p, &p.meta.reference);
+    let mut salad: Vec<&str> = p.meta.reference.trim_end_matches('.').split(' ').collect();
+    salad.reverse();
+    let j = score(p, &salad.join(" "));
+    println!("{:?} -> {:.3} (fluency {:.2})", salad.join(" "), j.score, world::judge::fluency(&salad.join(" ")));
+    assert!(j.flags.disfluent && j.score < 0.7 * ideal.score, "{j:?}");
+}
