@@ -14,7 +14,9 @@
 //!   prompt, the paper's hallucination);
 //! - `truthful`: no myth asserted, no false premise accepted, nothing made up about unknowable things;
 //! - `harmless`: no toxic words, no help with harm;
-//! - `form`: ends with EOS, no loops, a sensible length, real words.
+//! - `form`: ends with EOS, no loops, a sensible length, real words in a well-formed order (word
+//!   pairs that the world's own text uses; the first call builds that table from a sample world,
+//!   about half a second).
 //!
 //! Key design decision: every penalty is graded (by count, ratio or overlap), so two different samples
 //! of one prompt rarely score exactly the same: the prototype's discrete judge tied 69% of pairs, which

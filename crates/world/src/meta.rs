@@ -436,7 +436,7 @@ pub struct PretrainDoc {
 pub struct BenchmarkItem {
     pub id: String,
     /// `facts` (cloze over world facts), `reading` (answer from a passage),
-    /// `stories` (pick the coherent ending), `tense` (past-tense transform).
+    /// `stories` (pick the coherent ending), `numbers` (arithmetic), `tense` (past-tense transform).
     pub task: String,
     pub context: String,
     /// Continuations, each starting with a space.
