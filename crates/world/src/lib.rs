@@ -39,4 +39,4 @@ pub use meta::{
     Response, Task, TaskMeta,
 };
 pub use prompts::ideal_response;
-pub use world::{Person, Town, World, WorldConfig, WorldSize, WorldStats};
+pub use world::{Gender, Person, Town, World, WorldConfig, WorldSize, WorldStats};
