@@ -197,11 +197,6 @@ pub fn normalize(s: &str) -> String {
     out
 }
 
-/// The file name used in `source` columns and messages: the path as given.
-pub fn display_name(path: &str) -> String {
-    path.to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

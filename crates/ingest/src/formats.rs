@@ -290,9 +290,9 @@ type Row<T> = std::result::Result<T, RowError>;
 pub fn example(rec: &Record, format: Format, src: &Source, want: Want) -> Row<Example> {
     let f = &rec.fields;
     let (prompt, payload) = match format {
-        Format::Prompt => (prompt_field(f, "prompt", want)?, Payload::Prompt),
+        Format::Prompt => (prompt_field(f, "prompt")?, Payload::Prompt),
         Format::PromptCompletion => {
-            let prompt = prompt_field(f, "prompt", want)?;
+            let prompt = prompt_field(f, "prompt")?;
             (prompt, demonstration(f, "completion", want)?)
         }
         Format::Alpaca => {
@@ -361,7 +361,7 @@ fn demonstration(f: &Map<String, Value>, field: &str, want: Want) -> Row<Payload
 /// without a separate prompt.
 fn pair(f: &Map<String, Value>, want: Want) -> Row<(String, Payload)> {
     let (prompt, chosen, rejected) = if f.get("prompt").is_some_and(|v| !v.is_null()) {
-        (prompt_field(f, "prompt", want)?, response_field(f, "chosen")?, response_field(f, "rejected")?)
+        (prompt_field(f, "prompt")?, response_field(f, "chosen")?, response_field(f, "rejected")?)
     } else {
         let chosen = turns(f, "chosen")?;
         let rejected = turns(f, "rejected")?;
@@ -454,7 +454,7 @@ fn hh_turns(s: &str) -> std::result::Result<Vec<Turn>, String> {
 }
 
 fn ranking(f: &Map<String, Value>, want: Want) -> Row<(String, Payload)> {
-    let prompt = prompt_field(f, "prompt", want)?;
+    let prompt = prompt_field(f, "prompt")?;
     if want != Want::Preferences {
         return Ok((prompt, Payload::Prompt));
     }
@@ -580,7 +580,7 @@ fn render(turns: &[Turn]) -> std::result::Result<String, String> {
 }
 
 /// A prompt: text, or a message list (TRL conversational prompt).
-fn prompt_field(f: &Map<String, Value>, field: &str, _want: Want) -> Row<String> {
+fn prompt_field(f: &Map<String, Value>, field: &str) -> Row<String> {
     match f.get(field) {
         Some(Value::Array(items)) if items.first().is_some_and(Value::is_object) => {
             render(&turns(f, field)?).map_err(|e| RowError::new(field, e))

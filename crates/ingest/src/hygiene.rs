@@ -216,9 +216,8 @@ pub fn apply(
             g.text = text;
             report.scrubbed += n;
             for e in &mut g.examples {
-                let (p, n) = scrub(&e.prompt);
-                e.prompt = p;
-                let _ = n; // Counted once, on the group's text.
+                // The prompt's PII was counted once, on the group's text.
+                e.prompt = scrub(&e.prompt).0;
                 for r in e.payload.responses_mut() {
                     let (s, n) = scrub(r);
                     *r = s;

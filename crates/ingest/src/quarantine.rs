@@ -8,9 +8,11 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::LazyLock;
 
 use anyhow::{Result, bail};
 use lineage::tables::QuarantineRow;
+use regex::Regex;
 
 /// Where a row came from, kept with it until it is written or rejected.
 #[derive(Debug, Clone, PartialEq)]
@@ -168,8 +170,15 @@ fn describe(r: &QuarantineRow) -> String {
     format!("line {}{field}: {}", r.line, r.reason)
 }
 
+/// A reason with its particulars (quoted values, numbers) blanked, so that
+/// rows rejected for the same reason group together.
 fn reason_class(r: &QuarantineRow) -> String {
-    let reason: String = r.reason.chars().take(60).collect();
+    static QUOTED: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"`[^`]*`|\d+").expect("valid"));
+    let reason: String = QUOTED
+        .replace_all(&r.reason, |c: &regex::Captures| if c[0].starts_with('`') { "`…`" } else { "N" })
+        .chars()
+        .take(80)
+        .collect();
     if r.field.is_empty() { reason } else { format!("`{}`: {reason}", r.field) }
 }
 

@@ -348,6 +348,19 @@ fn column_mapping_reads_other_names() {
 }
 
 #[test]
+fn several_files_in_one_step() {
+    let h = Harness::new();
+    let (alpaca, messages) = (sample("alpaca.json"), sample("messages.jsonl"));
+    let a = h.run("ingest.demonstrations", json!({ "path": [alpaca, messages] }), &[]).unwrap();
+    assert_eq!(a.manifest.stats["formats"][&alpaca], "alpaca");
+    assert_eq!(a.manifest.stats["formats"][&messages], "messages");
+    let demos: Vec<DemonstrationRow> = rows(&a, &DEMONSTRATIONS);
+    assert_eq!(demos.iter().map(|d| d.source.as_str()).collect::<BTreeSet<_>>().len(), 2);
+    assert_eq!(a.manifest.file_deps.len(), 2, "both files enter the key");
+    assert_eq!(metric(&a, "rows_read"), 32.0);
+}
+
+#[test]
 fn parameters_are_checked() {
     let stages = ingest::stages();
     let prompts = stages.iter().find(|s| s.name() == "ingest.prompts").unwrap();
@@ -385,8 +398,7 @@ fn same_inputs_and_seed_give_identical_tables() {
     let (again, tables_again) = hash(1);
     assert_eq!(first, again);
     assert_eq!(tables, tables_again);
-    let other_seeds: BTreeSet<String> = (2..6).map(|s| hash(s).0).collect();
-    assert!(!other_seeds.contains(&first) || other_seeds.len() > 1, "the seed moves users between splits");
+    assert!((2..6).any(|s| hash(s).0 != first), "the seed moves users between splits");
 
     // And through the store: an unchanged step is not run again.
     let h = Harness::new();

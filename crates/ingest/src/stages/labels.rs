@@ -74,23 +74,7 @@ impl TypedStage for ExportLabels {
                         "input `tasks` is neither a label_tasks table ({as_tasks:#}) nor a rankings table ({as_rankings:#})"
                     )
                 })?;
-                let mut seen = HashSet::new();
-                rankings
-                    .into_iter()
-                    .filter_map(|r| {
-                        let mut parts = vec![r.prompt_id.as_str()];
-                        parts.extend(r.responses.iter().map(String::as_str));
-                        let task_id = stable_id("t", &parts);
-                        seen.insert(task_id.clone()).then(|| LabelTaskRow {
-                            task_id,
-                            prompt_id: r.prompt_id,
-                            prompt: r.prompt,
-                            responses: r.responses,
-                            split: r.split,
-                            source: r.source,
-                        })
-                    })
-                    .collect()
+                tasks_of_rankings(rankings)
             }
         };
         let before = tasks.len();
@@ -118,6 +102,29 @@ impl TypedStage for ExportLabels {
         ctx.metric("max_k", k.iter().copied().max().unwrap_or(0) as f64);
         Ok(())
     }
+}
+
+/// One task per distinct (prompt, responses) of a rankings table: several
+/// labelers' rankings of the same responses are one task.
+fn tasks_of_rankings(rankings: Vec<RankingRow>) -> Vec<LabelTaskRow> {
+    let mut seen = HashSet::new();
+    let mut tasks = Vec::new();
+    for r in rankings {
+        let mut parts = vec![r.prompt_id.as_str()];
+        parts.extend(r.responses.iter().map(String::as_str));
+        let task_id = stable_id("t", &parts);
+        if seen.insert(task_id.clone()) {
+            tasks.push(LabelTaskRow {
+                task_id,
+                prompt_id: r.prompt_id,
+                prompt: r.prompt,
+                responses: r.responses,
+                split: r.split,
+                source: r.source,
+            });
+        }
+    }
+    tasks
 }
 
 fn write_task_files(ctx: &mut StageContext, tasks: &[LabelTaskRow]) -> Result<()> {

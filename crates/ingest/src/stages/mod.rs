@@ -72,6 +72,7 @@ pub(crate) fn ingest_rows(ctx: &mut StageContext, s: &RowSettings, want: Want) -
     let mut examples: Vec<Example> = Vec::new();
     let mut formats = BTreeMap::new();
     for path in &s.paths {
+        let bad_before = q.bad_count();
         let (container, mut records) = read_file(path, &mut q)?;
         let src = Source {
             path: path.clone(),
@@ -80,7 +81,7 @@ pub(crate) fn ingest_rows(ctx: &mut StageContext, s: &RowSettings, want: Want) -
             user_column: s.user_column.clone(),
             missing_user: s.missing_user,
         };
-        if records.is_empty() && q.bad_count() == 0 {
+        if records.is_empty() && q.bad_count() == bad_before {
             bail!("{path}: no rows");
         }
         prepare(&mut records, &src)?;

@@ -93,8 +93,9 @@ impl TypedStage for Text {
         let mut q = Quarantine::new();
         let mut docs = Vec::new();
         for path in p.path.list() {
+            let bad_before = q.bad_count();
             let (container, mut records) = read_file(&path, &mut q)?;
-            if records.is_empty() && q.bad_count() == 0 {
+            if records.is_empty() && q.bad_count() == bad_before {
                 bail!("{path}: no documents");
             }
             let src = Source {
