@@ -2,21 +2,19 @@
 //! conversion of one row into an [`Example`] (a prompt, its user, and a
 //! demonstration or a ranking) or a document.
 //!
-//! Multi-turn prompts (chat `messages`, TRL conversational pairs, HH-RLHF
-//! transcripts) become one prompt string rendered with the chat markers the
-//! tokenizer reserves: `u1<|assistant|>a1<|user|>u2`. A stage that frames a
-//! prompt as `<|user|>{prompt}<|assistant|>{response}` then shows the model the
-//! whole conversation. A leading system message is prepended as its text and a
-//! blank line.
+//! Message lists and transcripts are read in [`crate::chat`], single fields
+//! in [`crate::fields`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Result, bail};
 use serde_json::{Map, Value};
 
-use crate::common::{ASSISTANT_TOKEN, DATASETS, Format, MissingUser, USER_TOKEN, normalize, stable_id};
+use crate::chat::{Role, Turn, hh_turns, prompt_field, render, response_field, turns};
+use crate::common::{DATASETS, Format, MissingUser, normalize, stable_id};
+use crate::fields::{Row, opt_id, opt_text, rank_list, string_list, text};
 use crate::quarantine::{Origin, RowError};
-use crate::read::{Container, Record, kind_of};
+use crate::read::{Container, Record};
 
 /// How to read one file: where it is, its format and column names, and
 /// where user ids come from.
@@ -284,8 +282,6 @@ pub fn detect(src: &Source, container: Container, records: &[Record], want: Want
     Ok(format)
 }
 
-type Row<T> = std::result::Result<T, RowError>;
-
 /// Converts one record into an example of the stage's kind.
 pub fn example(rec: &Record, format: Format, src: &Source, want: Want) -> Row<Example> {
     let f = &rec.fields;
@@ -424,35 +420,6 @@ fn hh_pair(f: &Map<String, Value>, want: Want) -> Row<(String, Payload)> {
     pair_payload(f, prompt, c, r, want)
 }
 
-/// Splits `\n\nHuman: ... \n\nAssistant: ...` into turns.
-fn hh_turns(s: &str) -> std::result::Result<Vec<Turn>, String> {
-    const HUMAN: &str = "Human:";
-    const ASSISTANT: &str = "Assistant:";
-    let mut turns: Vec<Turn> = Vec::new();
-    let mut rest = s.trim_start();
-    if !rest.starts_with(HUMAN) {
-        return Err("a transcript starts with `\\n\\nHuman:`".into());
-    }
-    while !rest.is_empty() {
-        let (role, marker) = if rest.starts_with(HUMAN) {
-            (Role::User, HUMAN)
-        } else if rest.starts_with(ASSISTANT) {
-            (Role::Assistant, ASSISTANT)
-        } else {
-            return Err("expected `Human:` or `Assistant:` after a blank line".into());
-        };
-        rest = &rest[marker.len()..];
-        let next = [format!("\n\n{HUMAN}"), format!("\n\n{ASSISTANT}")]
-            .iter()
-            .filter_map(|m| rest.find(m.as_str()))
-            .min()
-            .unwrap_or(rest.len());
-        turns.push(Turn { role, content: rest[..next].trim().to_string() });
-        rest = rest[next..].trim_start_matches('\n');
-    }
-    Ok(turns)
-}
-
 fn ranking(f: &Map<String, Value>, want: Want) -> Row<(String, Payload)> {
     let prompt = prompt_field(f, "prompt")?;
     if want != Want::Preferences {
@@ -485,204 +452,6 @@ pub fn check_ranking(responses: &[String], ranks: &[i32]) -> Row<()> {
         return Err(RowError::new("ranks", "no response has rank 1 (the best)"));
     }
     Ok(())
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
-    System,
-    User,
-    Assistant,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-struct Turn {
-    role: Role,
-    content: String,
-}
-
-/// A message list: `[{role, content}]` (or ShareGPT's `[{from, value}]`),
-/// given as a list or as JSON text (CSV).
-fn turns(f: &Map<String, Value>, field: &str) -> Row<Vec<Turn>> {
-    let list = list_value(f, field)?;
-    if list.is_empty() {
-        return Err(RowError::new(field, "empty message list"));
-    }
-    let mut out = Vec::new();
-    for (i, m) in list.iter().enumerate() {
-        let at = |what: String| RowError::new(field, format!("message {}: {what}", i + 1));
-        let Value::Object(m) = m else {
-            return Err(at(format!("expected {{role, content}}, got {}", kind_of(m))));
-        };
-        let role =
-            m.get("role").or_else(|| m.get("from")).and_then(Value::as_str).ok_or_else(|| at("no `role`".into()))?;
-        let role = match role.to_ascii_lowercase().as_str() {
-            "user" | "human" => Role::User,
-            "assistant" | "gpt" | "bot" | "model" | "chatbot" => Role::Assistant,
-            "system" => Role::System,
-            other => return Err(at(format!("unknown role `{other}` (expected user, assistant or system)"))),
-        };
-        let content = m.get("content").or_else(|| m.get("value")).or_else(|| m.get("text"));
-        let content = match content {
-            Some(Value::String(s)) => s.trim().to_string(),
-            // OpenAI-style content parts: keep the text parts.
-            Some(Value::Array(parts)) => parts
-                .iter()
-                .filter_map(|p| p.get("text").and_then(Value::as_str))
-                .collect::<Vec<_>>()
-                .join("\n")
-                .trim()
-                .to_string(),
-            Some(other) => return Err(at(format!("`content` should be text, got {}", kind_of(other)))),
-            None => return Err(at("no `content`".into())),
-        };
-        if content.is_empty() {
-            return Err(at("empty `content`".into()));
-        }
-        out.push(Turn { role, content });
-    }
-    Ok(out)
-}
-
-/// Renders prompt turns into one string (see the module doc).
-fn render(turns: &[Turn]) -> std::result::Result<String, String> {
-    let mut out = String::new();
-    let mut seen_user = false;
-    for t in turns {
-        match t.role {
-            Role::System if !seen_user => {
-                out.push_str(&t.content);
-                out.push_str("\n\n");
-            }
-            Role::System => return Err("a system message after the conversation started".into()),
-            Role::User => {
-                if seen_user {
-                    out.push_str(USER_TOKEN);
-                }
-                seen_user = true;
-                out.push_str(&t.content);
-            }
-            Role::Assistant => {
-                if !seen_user {
-                    return Err("the conversation must start with a user message".into());
-                }
-                out.push_str(ASSISTANT_TOKEN);
-                out.push_str(&t.content);
-            }
-        }
-    }
-    if !seen_user {
-        return Err("no user message".into());
-    }
-    if turns.last().is_some_and(|t| t.role != Role::User) {
-        return Err("the prompt must end with a user message".into());
-    }
-    Ok(out)
-}
-
-/// A prompt: text, or a message list (TRL conversational prompt).
-fn prompt_field(f: &Map<String, Value>, field: &str) -> Row<String> {
-    match f.get(field) {
-        Some(Value::Array(items)) if items.first().is_some_and(Value::is_object) => {
-            render(&turns(f, field)?).map_err(|e| RowError::new(field, e))
-        }
-        _ => text(f, field),
-    }
-}
-
-/// A response: text, or a list holding one assistant message.
-fn response_field(f: &Map<String, Value>, field: &str) -> Row<String> {
-    match f.get(field) {
-        Some(Value::Array(items)) if items.first().is_some_and(Value::is_object) => match turns(f, field)?.as_slice() {
-            [one] if one.role == Role::Assistant => Ok(one.content.clone()),
-            _ => Err(RowError::new(field, "expected one assistant message")),
-        },
-        _ => text(f, field),
-    }
-}
-
-/// Required non-empty text, trimmed.
-pub(crate) fn text(f: &Map<String, Value>, field: &str) -> Row<String> {
-    match f.get(field) {
-        None | Some(Value::Null) => Err(RowError::missing(field)),
-        Some(Value::String(s)) if s.trim().is_empty() => Err(RowError::new(field, "empty")),
-        Some(Value::String(s)) => Ok(s.trim().to_string()),
-        Some(other) => Err(RowError::new(field, format!("expected text, got {}", kind_of(other)))),
-    }
-}
-
-/// Optional text: absent, null and blank are all `None`.
-fn opt_text(f: &Map<String, Value>, field: &str) -> Row<Option<String>> {
-    match f.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
-        Some(other) => Err(RowError::new(field, format!("expected text, got {}", kind_of(other)))),
-    }
-}
-
-/// An optional id: text or a whole number.
-pub(crate) fn opt_id(f: &Map<String, Value>, field: &str) -> Row<Option<String>> {
-    match f.get(field) {
-        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(Some(n.to_string())),
-        _ => opt_text(f, field),
-    }
-}
-
-/// A list, given as a list or as JSON text (CSV cells).
-fn list_value(f: &Map<String, Value>, field: &str) -> Row<Vec<Value>> {
-    match f.get(field) {
-        None | Some(Value::Null) => Err(RowError::missing(field)),
-        Some(Value::Array(items)) => Ok(items.clone()),
-        Some(Value::String(s)) if s.trim_start().starts_with('[') => match serde_json::from_str::<Value>(s) {
-            Ok(Value::Array(items)) => Ok(items),
-            _ => Err(RowError::new(field, "text that looks like a list but is not valid JSON")),
-        },
-        Some(Value::String(s)) if s.trim().is_empty() => Err(RowError::new(field, "empty")),
-        Some(other) => Err(RowError::new(field, format!("expected a list, got {}", kind_of(other)))),
-    }
-}
-
-pub(crate) fn string_list(f: &Map<String, Value>, field: &str) -> Row<Vec<String>> {
-    list_value(f, field)?
-        .iter()
-        .enumerate()
-        .map(|(i, v)| match v {
-            Value::String(s) => Ok(s.trim().to_string()),
-            other => Err(RowError::new(field, format!("item {} should be text, got {}", i + 1, kind_of(other)))),
-        })
-        .collect()
-}
-
-/// Ranks: a list of whole numbers, or text like `2,1,3` (CSV).
-pub fn rank_list(f: &Map<String, Value>, field: &str) -> Row<Vec<i32>> {
-    let items = match f.get(field) {
-        Some(Value::String(s)) if !s.trim_start().starts_with('[') => {
-            if s.trim().is_empty() {
-                return Err(RowError::new(field, "empty"));
-            }
-            s.split([',', ' ', ';']).filter(|p| !p.is_empty()).map(|p| Value::String(p.to_string())).collect()
-        }
-        _ => list_value(f, field)?,
-    };
-    items
-        .iter()
-        .map(|v| {
-            let n = match v {
-                Value::Number(n) => n.as_i64().filter(|_| n.is_i64() || n.is_u64()),
-                Value::String(s) => s.trim().parse::<i64>().ok(),
-                _ => None,
-            };
-            n.and_then(|n| i32::try_from(n).ok())
-                .ok_or_else(|| RowError::new(field, format!("`{}` is not a whole-number rank", plain(v))))
-        })
-        .collect()
-}
-
-fn plain(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
 }
 
 #[cfg(test)]

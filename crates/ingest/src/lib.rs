@@ -15,7 +15,8 @@
 //! | `ingest.import_labels`  | the filled-in label file, and the exported tasks       | `rankings`, `comparisons`, `quarantine` |
 //!
 //! The code map: [`read`] turns a file into rows of named JSON values;
-//! [`formats`] detects the layout and turns a row into an example; [`hygiene`]
+//! [`formats`] detects the layout and turns a row into an example (with
+//! [`fields`] for single values and [`chat`] for conversations); [`hygiene`]
 //! applies the paper's prompt hygiene (dedup, per-user cap, split by user, PII
 //! scrubbing, length limits); [`quarantine`] keeps every rejected row;
 //! [`stages`] holds the stage definitions.
@@ -27,7 +28,9 @@
 //! hygiene (duplicates, over the per-user cap, too long) are quarantined too,
 //! with their reason, and counted in the metrics.
 
+pub mod chat;
 pub mod common;
+pub mod fields;
 pub mod formats;
 pub mod hygiene;
 pub mod pii;

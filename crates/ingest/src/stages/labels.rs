@@ -28,7 +28,8 @@ use serde_json::json;
 use super::check_bad;
 use super::preferences::ranking_id;
 use crate::common::{Format, MissingUser, check_columns, check_fraction, stable_id, unit_hash};
-use crate::formats::{Source, check_ranking, opt_id, prepare, rank_list, string_list, text};
+use crate::fields::{opt_id, rank_list, string_list, text};
+use crate::formats::{Source, check_ranking, prepare};
 use crate::quarantine::{Quarantine, RowError};
 use crate::read::read_file;
 
