@@ -136,6 +136,30 @@ pub struct ComparisonRow {
     pub split: String,
 }
 
+/// Prompts with K responses waiting for a human ranking (the labelling round-trip).
+pub const LABEL_TASKS: TableSpec = TableSpec {
+    name: "label_tasks",
+    doc: "Responses to be ranked by labelers: one task per prompt, responses in the order shown.",
+    columns: &[
+        Col::new("task_id", Utf8, "Stable id of the task; the filled-in file refers to it."),
+        Col::new("prompt_id", Utf8, "The prompt's id."),
+        Col::new("prompt", Utf8, "The prompt text."),
+        Col::new("responses", ListUtf8, "The K responses, in the order the labeler sees them."),
+        Col::new("split", Utf8, "`train`, `validation` or `test`, as the prompt."),
+        Col::new("source", Utf8, "Where the responses came from (a step or a file name)."),
+    ],
+};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabelTaskRow {
+    pub task_id: String,
+    pub prompt_id: String,
+    pub prompt: String,
+    pub responses: Vec<String>,
+    pub split: String,
+    pub source: String,
+}
+
 /// Rows rejected by ingest, with the reason: bad input never vanishes.
 pub const QUARANTINE: TableSpec = TableSpec {
     name: "quarantine",
@@ -275,8 +299,19 @@ pub fn comparisons_of(r: &RankingRow) -> Vec<ComparisonRow> {
 }
 
 /// All declared tables, for documentation and `show`.
-pub const ALL: &[TableSpec] =
-    &[PRETRAIN_TEXT, PROMPTS, DEMONSTRATIONS, RANKINGS, COMPARISONS, QUARANTINE, SAMPLES, TRAIN_LOG, TIMING, ROLLOUTS];
+pub const ALL: &[TableSpec] = &[
+    PRETRAIN_TEXT,
+    PROMPTS,
+    DEMONSTRATIONS,
+    RANKINGS,
+    COMPARISONS,
+    LABEL_TASKS,
+    QUARANTINE,
+    SAMPLES,
+    TRAIN_LOG,
+    TIMING,
+    ROLLOUTS,
+];
 
 #[cfg(test)]
 mod tests {
