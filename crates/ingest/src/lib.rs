@@ -6,6 +6,7 @@
 //!
 //! | stage                   | reads                                                  | writes |
 //! |-------------------------|--------------------------------------------------------|--------|
+//! | `ingest.world`          | the embedded synthetic world (no files)                | `pretrain_text`, `prompts`, `demonstrations`, `benchmarks`, `quarantine` |
 //! | `ingest.prompts`        | prompts (any layout with a prompt)                     | `prompts`, `quarantine` |
 //! | `ingest.demonstrations` | prompt/completion, Alpaca, chat `messages`             | `demonstrations`, `prompts`, `quarantine` |
 //! | `ingest.preferences`    | TRL pairs (standard, conversational), HH-RLHF, K-way rankings | `rankings`, `comparisons`, `prompts`, `quarantine` |
@@ -41,9 +42,10 @@ pub mod stats;
 
 use lineage::stage;
 
-/// The stages of this crate (`ingest.world` is added by the world crate's wiring).
+/// The stages of this crate.
 pub fn stages() -> Vec<Box<dyn lineage::Stage>> {
     vec![
+        stage::<stages::world::WorldStage>(),
         stage::<stages::prompts::Prompts>(),
         stage::<stages::demonstrations::Demonstrations>(),
         stage::<stages::preferences::Preferences>(),

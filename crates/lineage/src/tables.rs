@@ -273,6 +273,28 @@ pub struct RolloutRow {
     pub gold: f32,
 }
 
+/// Closed "benchmark" items in pretraining-text format, for the alignment tax.
+pub const BENCHMARKS: TableSpec = TableSpec {
+    name: "benchmarks",
+    doc: "Multiple-choice items: the model scores each choice as a continuation of the context.",
+    columns: &[
+        Col::new("item_id", Utf8, "Stable item id."),
+        Col::new("task", Utf8, "Which benchmark task."),
+        Col::new("context", Utf8, "The text before the choices."),
+        Col::new("choices", ListUtf8, "Candidate continuations."),
+        Col::new("gold", Int32, "Index of the right choice."),
+    ],
+};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchmarkRow {
+    pub item_id: String,
+    pub task: String,
+    pub context: String,
+    pub choices: Vec<String>,
+    pub gold: i32,
+}
+
 /// Derives the comparisons of one ranking: every pair with different ranks,
 /// better rank first. Ties are left out, as the reward model trains without them.
 pub fn comparisons_of(r: &RankingRow) -> Vec<ComparisonRow> {
@@ -311,6 +333,7 @@ pub const ALL: &[TableSpec] = &[
     TRAIN_LOG,
     TIMING,
     ROLLOUTS,
+    BENCHMARKS,
 ];
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub mod preferences;
 pub mod prompts;
 pub mod text;
 pub mod tokenizer;
+pub mod world;
 
 use std::collections::BTreeMap;
 
