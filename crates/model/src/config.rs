@@ -54,7 +54,8 @@ pub struct LlamaConfig {
     pub rope_parameters: Option<RopeParameters>,
     #[serde(default)]
     pub tie_word_embeddings: bool,
-    /// Bias on q/k/v projections (Llama's `attention_bias`, always on in Qwen2, which has no key).
+    /// Bias on the attention projections: Llama's `attention_bias` (q, k, v and o); Qwen2 has no
+    /// such key and always biases q, k, v (not o).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attention_bias: Option<bool>,
     #[serde(default)]
@@ -196,9 +197,15 @@ impl LlamaConfig {
         self.rope_theta.or_else(|| self.rope_parameters.as_ref().and_then(|p| p.rope_theta)).unwrap_or(10000.0)
     }
 
-    /// Whether q/k/v projections carry a bias (Qwen2 always does).
+    /// Whether q/k/v projections carry a bias (Qwen2 always does; Llama when `attention_bias`).
     pub fn qkv_bias(&self) -> bool {
         self.attention_bias.unwrap_or(self.model_type == "qwen2")
+    }
+
+    /// Whether `o_proj` carries a bias: transformers' Llama puts `attention_bias` on all four
+    /// projections, Qwen2 on q/k/v only.
+    pub fn o_bias(&self) -> bool {
+        self.model_type != "qwen2" && self.attention_bias == Some(true)
     }
 
     /// Checks the cross-field rules; call after deserialising or editing.
@@ -253,7 +260,7 @@ impl LlamaConfig {
     pub fn num_parameters(&self) -> usize {
         let (d, hd) = (self.hidden_size, self.head_dim());
         let (nh, nkv) = (self.num_attention_heads, self.num_kv_heads());
-        let bias = if self.qkv_bias() { (nh + 2 * nkv) * hd } else { 0 };
+        let bias = if self.qkv_bias() { (nh + 2 * nkv) * hd } else { 0 } + if self.o_bias() { d } else { 0 };
         let attn = d * nh * hd * 2 + d * nkv * hd * 2 + bias;
         let mlp = 3 * d * self.intermediate_size;
         let layer = attn + mlp + 2 * d;

@@ -1,12 +1,17 @@
 //! model
+pub mod batch;
 pub mod config;
 pub mod dropout;
 pub mod error;
 pub mod fsutil;
+pub mod generate;
+pub mod hub;
 pub mod kv_cache;
+pub mod lm;
 pub mod model;
 pub mod ops;
 pub mod params;
+pub mod tokenizer;
 
 pub use config::{LlamaConfig, Preset};
 pub use error::{ModelError, Result};

@@ -187,7 +187,7 @@ impl Attention {
             q_proj: Linear::load(vb.pp("q_proj"), d, nh * hd, bias)?,
             k_proj: Linear::load(vb.pp("k_proj"), d, nkv * hd, bias)?,
             v_proj: Linear::load(vb.pp("v_proj"), d, nkv * hd, bias)?,
-            o_proj: Linear::load(vb.pp("o_proj"), nh * hd, d, false)?,
+            o_proj: Linear::load(vb.pp("o_proj"), nh * hd, d, cfg.o_bias())?,
             n_heads: nh,
             n_kv_heads: nkv,
             head_dim: hd,
