@@ -332,7 +332,7 @@ impl Transformer {
         let (b, t) = input.ids.dims2()?;
         let device = input.ids.device();
         let (cos, sin) = self.rope.gather(&input.positions, b, t, device)?;
-        let mut x = self.embed_tokens.embedding(&input.ids)?; // (B, T, D)
+        let mut x = self.embed_tokens.index_select(&input.ids.flatten_all()?, 0)?.reshape((b, t, ()))?; // (B, T, D)
         for (i, layer) in self.layers.iter().enumerate() {
             let c = cache.as_deref_mut().map(|c| (c, i));
             x = layer.forward(&x, &cos, &sin, &input.mask, c, dropout.as_deref_mut())?;

@@ -63,6 +63,9 @@ pub fn trunk_specs(cfg: &LlamaConfig) -> Vec<ParamSpec> {
             }
         }
         v.push(ParamSpec::new(format!("{p}.self_attn.o_proj.weight"), &[d, nh * hd], Init::Normal { std: resid_std }));
+        if cfg.o_bias() {
+            v.push(ParamSpec::new(format!("{p}.self_attn.o_proj.bias"), &[d], Init::Zeros));
+        }
         v.push(ParamSpec::new(format!("{p}.mlp.gate_proj.weight"), &[i, d], normal));
         v.push(ParamSpec::new(format!("{p}.mlp.up_proj.weight"), &[i, d], normal));
         v.push(ParamSpec::new(format!("{p}.mlp.down_proj.weight"), &[d, i], Init::Normal { std: resid_std }));
