@@ -44,6 +44,15 @@ impl Tokenizer {
         Ok(Tokenizer { inner })
     }
 
+    /// Loads `tokenizer.json` from a model directory.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let path = dir.join(TOKENIZER_FILE);
+        if !path.exists() {
+            return Err(ModelError::checkpoint(dir, "no tokenizer.json in this directory"));
+        }
+        Self::from_file(&path)
+    }
+
     pub fn from_json(json: &str) -> Result<Self> {
         let inner = tokenizers::Tokenizer::from_bytes(json.as_bytes()).map_err(|e| tok_err("cannot parse", e))?;
         Ok(Tokenizer { inner })
@@ -214,19 +223,38 @@ impl InstructionFormat {
 }
 
 /// Builds a small byte-level BPE tokenizer from `texts`, with our [`SPECIAL_TOKENS`] first (ids 0,
-/// 1, 2). Byte-level means every string is encodable, whatever the training texts were. Meant for
-/// tests and tiny experiments; the pipeline trains its tokenizer in the ingest stage.
+/// 1, 2). Byte-level means every string is encodable, whatever the training texts were.
 pub fn train_byte_level_bpe(texts: &[&str], vocab_size: usize) -> Result<Tokenizer> {
+    train_bpe(texts.iter(), vocab_size, &SPECIAL_TOKENS, 0)
+}
+
+/// Trains a byte-level BPE tokenizer (the `tokenizer.json` the pipeline uses) on `texts`.
+///
+/// `special_tokens` get the first ids, in order, and are never split (pass [`SPECIAL_TOKENS`], or
+/// a list that contains them, so the instruction format works). `vocab_size` counts them and the
+/// 256 byte symbols; merges with fewer than `min_frequency` occurrences are not learned. Training
+/// is deterministic: the same texts give the same `tokenizer.json`.
+pub fn train_bpe<I, S>(texts: I, vocab_size: usize, special_tokens: &[&str], min_frequency: u64) -> Result<Tokenizer>
+where
+    I: Iterator<Item = S> + Send,
+    S: AsRef<str> + Send,
+{
     use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
     use tokenizers::normalizers::NormalizerWrapper;
     use tokenizers::pre_tokenizers::byte_level::ByteLevel;
     use tokenizers::{AddedToken, TokenizerBuilder};
 
-    let specials: Vec<AddedToken> = SPECIAL_TOKENS.iter().map(|s| AddedToken::from(s.to_string(), true)).collect();
+    if vocab_size < 256 + special_tokens.len() {
+        return Err(ModelError::Config(format!(
+            "vocab_size {vocab_size} is too small: a byte-level BPE needs 256 byte tokens plus {} special tokens",
+            special_tokens.len()
+        )));
+    }
+    let specials: Vec<AddedToken> = special_tokens.iter().map(|s| AddedToken::from(s.to_string(), true)).collect();
     let mut trainer = BpeTrainerBuilder::new()
         .show_progress(false)
         .vocab_size(vocab_size)
-        .min_frequency(0)
+        .min_frequency(min_frequency)
         .initial_alphabet(ByteLevel::alphabet().into_iter().collect::<HashSet<char>>())
         .special_tokens(specials)
         .build();
@@ -238,7 +266,70 @@ pub fn train_byte_level_bpe(texts: &[&str], vocab_size: usize) -> Result<Tokeniz
         .with_decoder(Some(ByteLevel::default()))
         .build()
         .map_err(|e| tok_err("cannot build", e))?;
-    tk.train(&mut trainer, texts.iter()).map_err(|e| tok_err("cannot train", e))?;
+    tk.train(&mut trainer, texts).map_err(|e| tok_err("cannot train", e))?;
     let json = tk.to_string(false).map_err(|e| tok_err("cannot serialise", e))?;
     Tokenizer::from_json(&json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXTS: [&str; 4] = [
+        "how many legs does the dog have? the dog has four legs.",
+        "how many legs does the bird have? the bird has two legs.",
+        "name three colours: red, green and blue.",
+        "the cat sat on the mat. the dog sat on the log.",
+    ];
+
+    #[test]
+    fn special_tokens_come_first_and_stay_whole() {
+        let tok = train_byte_level_bpe(&TEXTS, 300).unwrap();
+        for (i, s) in SPECIAL_TOKENS.iter().enumerate() {
+            assert_eq!(tok.token_id(s), Some(i as u32));
+        }
+        let ids = tok.encode("<|user|>hi<|assistant|>").unwrap();
+        assert_eq!(ids.first(), Some(&1));
+        assert!(ids.contains(&2));
+        assert!(tok.vocab_size() <= 300);
+    }
+
+    #[test]
+    fn training_is_deterministic_and_text_round_trips() {
+        let a = train_byte_level_bpe(&TEXTS, 300).unwrap();
+        let b = train_byte_level_bpe(&TEXTS, 300).unwrap();
+        assert_eq!(a.to_json().unwrap(), b.to_json().unwrap());
+        for text in ["the dog has four legs.", "Unseen wörds — and ünïcode ✓ 12", "  two  spaces\nnewline"] {
+            let ids = a.encode(text).unwrap();
+            assert_eq!(a.decode(&ids, false).unwrap(), text);
+        }
+    }
+
+    #[test]
+    fn the_instruction_format_masks_the_prompt_and_ends_with_eos() {
+        let tok = train_byte_level_bpe(&TEXTS, 300).unwrap();
+        let fmt = InstructionFormat::default();
+        let pair = fmt.encode_pair(&tok, "how many legs?", "four legs.").unwrap();
+        let eos = fmt.eos_id(&tok).unwrap();
+        assert_eq!(pair.prompt, fmt.encode_prompt(&tok, "how many legs?").unwrap());
+        assert_eq!(*pair.response.last().unwrap(), eos);
+        let mask = pair.loss_mask();
+        assert_eq!(mask.iter().filter(|&&m| m == 1).count(), pair.response.len());
+        assert!(mask[..pair.prompt.len()].iter().all(|&m| m == 0));
+        assert_eq!(fmt.decode_response(&tok, &pair.response).unwrap(), "four legs.");
+        assert_eq!(tok.decode(&pair.ids(), false).unwrap(), "<|user|>how many legs?<|assistant|>four legs.<|endoftext|>");
+    }
+
+    #[test]
+    fn tokenizer_and_format_round_trip_through_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let tok = train_byte_level_bpe(&TEXTS, 280).unwrap();
+        tok.save_to_dir(dir.path()).unwrap();
+        let fmt = InstructionFormat { user_prefix: "Q: ".into(), assistant_prefix: "\nA: ".into(), eos_token: EOS.into() };
+        fmt.save_to_dir(dir.path()).unwrap();
+        let tok2 = Tokenizer::from_dir(dir.path()).unwrap();
+        assert_eq!(tok2.to_json().unwrap(), tok.to_json().unwrap());
+        assert_eq!(InstructionFormat::load_from_dir(dir.path()).unwrap(), Some(fmt));
+        assert!(train_bpe(TEXTS.iter(), 100, &SPECIAL_TOKENS, 0).is_err());
+    }
 }
