@@ -1,4 +1,5 @@
 //! model
+pub mod attention;
 pub mod batch;
 pub mod config;
 pub mod dropout;
@@ -12,6 +13,7 @@ pub mod model;
 pub mod ops;
 pub mod params;
 pub mod tokenizer;
+pub mod train;
 
 pub use config::{LlamaConfig, Preset};
 pub use error::{ModelError, Result};

@@ -18,6 +18,7 @@ use crate::config::LlamaConfig;
 use crate::dropout::Dropout;
 use crate::error::{ModelError, Result};
 use crate::kv_cache::KvCache;
+use crate::attention::attention;
 use crate::ops::{self, AttnMask};
 
 /// What one forward pass reads: token ids, their rotary positions and the attention mask.
@@ -219,9 +220,7 @@ impl Attention {
         // Grouped-query attention without copying keys: the n_rep query heads that share a key/value
         // head are stacked along the row axis (HF's repeat_kv maps query head g * n_rep + r to kv head g).
         let q = q.reshape((b, nkv, n_rep * t, hd))?; // (B, nkv, n_rep*T, hd)
-        let scores = q.matmul(&k.t()?)?; // (B, nkv, n_rep*T, Tk)
-        let p = ops::masked_softmax(&scores, mask, t, 1.0 / (hd as f64).sqrt())?;
-        let y = p.matmul(&v)?; // (B, nkv, n_rep*T, hd)
+        let y = attention(&q, &k, &v, mask, t, 1.0 / (hd as f64).sqrt())?; // (B, nkv, n_rep*T, hd)
         let y = y.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b, t, nh * hd))?; // (B, T, nh*hd)
         self.o_proj.forward(&y)
     }
