@@ -272,6 +272,10 @@ impl ScalarModel {
         self.params.device()
     }
 
+    pub fn is_trainable(&self) -> bool {
+        self.trainable
+    }
+
     /// Scalars at every column, `[B, T]`.
     pub fn scalars(&self, batch: &Batch, dropout: Option<&mut Dropout>) -> Result<Tensor> {
         self.net.forward(&batch.input, dropout)
