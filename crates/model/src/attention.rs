@@ -52,7 +52,7 @@ fn block_offsets(l: &Layout, what: &str) -> CResult<(Vec<usize>, usize)> {
     Ok((offs, t))
 }
 
-fn f32_slice<'a>(s: &'a CpuStorage) -> CResult<&'a [f32]> {
+fn f32_slice(s: &CpuStorage) -> CResult<&[f32]> {
     s.as_slice::<f32>()
 }
 

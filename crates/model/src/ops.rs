@@ -362,9 +362,9 @@ impl CustomOp1 for MaskedSoftmax {
             // Keys beyond the query are never visible, so the row ends at qi.
             let end = (qi + 1).min(tk);
             let mut max = f32::NEG_INFINITY;
-            for j in 0..end {
+            for (j, &x) in xr.iter().enumerate().take(end) {
                 if self.mask.visible(bi, qi, j) {
-                    max = max.max(xr[j] * self.scale);
+                    max = max.max(x * self.scale);
                 }
             }
             let mut sum = 0f32;
@@ -782,7 +782,7 @@ mod tests {
         let targets = Tensor::from_vec((0..37u32).map(|i| (i * 7) % 50).collect::<Vec<_>>(), 37, &Device::Cpu).unwrap();
         let tg = targets.clone();
         check(
-            &[logits.clone()],
+            std::slice::from_ref(&logits),
             move |t| token_logprobs(&t[0], &targets),
             move |t| token_logprobs_composed(&t[0], &tg),
             &[true],

@@ -66,3 +66,34 @@ fn write_our_fixture() {
     lm.save(&dir).unwrap();
     let _ = Tensor::zeros(1, DType::F32, &Device::Cpu);
 }
+
+/// HF's sharded layout (`model.safetensors.index.json` naming the shard of each tensor) loads too.
+#[test]
+fn a_sharded_checkpoint_loads_like_a_single_file() {
+    let src = fixture("llama-mha");
+    let dir = tempfile::tempdir().unwrap();
+    let tensors = candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu).unwrap();
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    let (first, second) = names.split_at(names.len() / 2);
+    let mut weight_map = serde_json::Map::new();
+    for (file, part) in [("model-00001-of-00002.safetensors", first), ("model-00002-of-00002.safetensors", second)] {
+        let shard: std::collections::HashMap<String, Tensor> =
+            part.iter().map(|&n| (n.clone(), tensors[n].clone())).collect();
+        candle_core::safetensors::save(&shard, dir.path().join(file)).unwrap();
+        for n in part.iter() {
+            weight_map.insert(n.to_string(), file.into());
+        }
+    }
+    let index = serde_json::json!({ "metadata": {}, "weight_map": weight_map });
+    std::fs::write(dir.path().join("model.safetensors.index.json"), index.to_string()).unwrap();
+    std::fs::copy(src.join("config.json"), dir.path().join("config.json")).unwrap();
+    std::fs::copy(src.join("reference.safetensors"), dir.path().join("reference.safetensors")).unwrap();
+    let sharded = CausalLm::load(dir.path(), &Device::Cpu).unwrap();
+    let single = CausalLm::load(&src, &Device::Cpu).unwrap();
+    for (name, var) in single.params().iter() {
+        let other = sharded.params().get(name).unwrap();
+        let d = (var.as_tensor() - other.as_tensor()).unwrap().abs().unwrap().sum_all().unwrap();
+        assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0, "{name}");
+    }
+}
