@@ -35,6 +35,7 @@
 //! run resumed from a checkpoint ends with the same weights as an uninterrupted one.
 pub mod attention;
 pub mod batch;
+pub mod bench;
 pub mod config;
 pub mod dropout;
 pub mod error;
