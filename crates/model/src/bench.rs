@@ -160,7 +160,8 @@ fn random_tokens(n: usize, vocab: usize, rng: &mut ChaCha8Rng) -> Vec<u32> {
 /// Runs every benchmark of `cfg`.
 pub fn run(cfg: &BenchConfig) -> Result<BenchReport> {
     let device = crate::train::parse_device(&cfg.device)?;
-    let model_cfg = LlamaConfig::preset(cfg.preset, cfg.vocab_size, (cfg.seq_len + 1).max(cfg.prompt_len + cfg.new_tokens));
+    let model_cfg =
+        LlamaConfig::preset(cfg.preset, cfg.vocab_size, (cfg.seq_len + 1).max(cfg.prompt_len + cfg.new_tokens));
     let gemm_square = gemm(cfg.gemm_square, cfg.gemm_square, cfg.gemm_square, cfg.gemm_reps, &device)?;
     let (m, k, n) = cfg.gemm_model_shape;
     let gemm_model = gemm(m, k, n, cfg.gemm_reps, &device)?;
@@ -241,14 +242,24 @@ pub fn run(cfg: &BenchConfig) -> Result<BenchReport> {
 impl fmt::Display for BenchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let c = &self.config;
-        writeln!(f, "model {:?}: {} parameters, vocab {}, device {}, {} threads", c.preset, self.params, c.vocab_size, c.device, self.threads)?;
+        writeln!(
+            f,
+            "model {:?}: {} parameters, vocab {}, device {}, {} threads",
+            c.preset, self.params, c.vocab_size, c.device, self.threads
+        )?;
         for g in [&self.gemm_square, &self.gemm_model] {
             writeln!(f, "gemm {}x{}x{} (m x k x n): {:.1} GFLOP/s", g.m, g.k, g.n, g.gflops)?;
         }
         writeln!(
             f,
             "train (batch {} x {} tokens): {:.0} tokens/s, {:.1} ms/step (forward {:.1}, backward {:.1}, optimizer {:.1})",
-            c.batch_size, c.seq_len, self.train_tokens_per_s, self.train_step_ms, self.forward_ms, self.backward_ms, self.optimizer_ms
+            c.batch_size,
+            c.seq_len,
+            self.train_tokens_per_s,
+            self.train_step_ms,
+            self.forward_ms,
+            self.backward_ms,
+            self.optimizer_ms
         )?;
         writeln!(
             f,

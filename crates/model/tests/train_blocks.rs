@@ -68,8 +68,7 @@ fn decay_skips_norms_biases_and_embeddings_and_groups_scale_the_rate() {
     let decayed = opt.decayed();
     assert!(decayed.contains(&"model.layers.1.mlp.down_proj.weight"));
     assert!(!decayed.iter().any(|n| n.ends_with("norm.weight") || n.ends_with(".bias") || n.contains("embed")));
-    let opt2 =
-        AdamW::new(lm.params(), AdamWConfig { decay_embeddings: true, ..Default::default() }, vec![]).unwrap();
+    let opt2 = AdamW::new(lm.params(), AdamWConfig { decay_embeddings: true, ..Default::default() }, vec![]).unwrap();
     assert!(opt2.decayed().contains(&"model.embed_tokens.weight"));
     assert_eq!(opt.lr_mult("model.layers.0.mlp.up_proj.weight"), Some(3.0));
     assert_eq!(opt.lr_mult("model.layers.1.mlp.up_proj.weight"), Some(1.0));
@@ -97,7 +96,8 @@ fn saved_optimizer_state_continues_identically() {
     let b = tiny_lm(4);
     b.params().assign_from(a.params()).unwrap();
     let batch = Batch::documents(&[vec![1u32, 5, 7, 9, 2, 3], vec![4, 4, 8]], &Device::Cpu).unwrap();
-    let grads = |lm: &CausalLm| Grads::backward(&lm.lm_loss(&batch, None).unwrap().mean().unwrap(), lm.params()).unwrap();
+    let grads =
+        |lm: &CausalLm| Grads::backward(&lm.lm_loss(&batch, None).unwrap().mean().unwrap(), lm.params()).unwrap();
     let mut oa = AdamW::new(a.params(), AdamWConfig::default(), vec![]).unwrap();
     for _ in 0..2 {
         oa.step(&grads(&a), 1e-2).unwrap();

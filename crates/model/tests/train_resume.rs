@@ -36,8 +36,8 @@ fn pairs(n: usize) -> Vec<EncodedPair> {
     (0..n)
         .map(|i| {
             let a = (i % 7) as u32 + 3;
-            let prompt = vec![1, a, a + 1, 2];
-            let response = vec![a + 10, a + 11, a + 12, 0];
+            let prompt = [1, a, a + 1, 2];
+            let response = [a + 10, a + 11, a + 12, 0];
             EncodedPair { prompt: prompt[..2 + i % 3].to_vec(), response: response[(i % 2)..].to_vec() }
         })
         .collect()

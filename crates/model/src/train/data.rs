@@ -41,7 +41,7 @@ impl<'a> Windows<'a> {
     }
 
     pub fn len(&self) -> usize {
-        if self.seq_len == 0 { 0 } else { self.tokens.len().saturating_sub(1) / self.seq_len }
+        self.tokens.len().saturating_sub(1).checked_div(self.seq_len).unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {

@@ -170,10 +170,20 @@ pub struct StepMetrics {
 pub enum TrainEvent<'a> {
     Step(&'a StepMetrics),
     /// Validation loss (mean NLL per target) at the end of an epoch.
-    Eval { epoch: u64, step: u64, loss: f64 },
-    Checkpoint { step: u64, path: &'a Path },
+    Eval {
+        epoch: u64,
+        step: u64,
+        loss: f64,
+    },
+    Checkpoint {
+        step: u64,
+        path: &'a Path,
+    },
     /// A model directory written at the end of an epoch.
-    EpochSaved { epoch: u64, path: &'a Path },
+    EpochSaved {
+        epoch: u64,
+        path: &'a Path,
+    },
 }
 
 /// Observer that ignores everything.
@@ -269,7 +279,12 @@ impl<'a> Run<'a> {
         Ok(Some(state))
     }
 
-    fn save(&self, epoch: u64, position: u64, observer: &mut dyn FnMut(&TrainEvent<'_>) -> ControlFlow<()>) -> Result<()> {
+    fn save(
+        &self,
+        epoch: u64,
+        position: u64,
+        observer: &mut dyn FnMut(&TrainEvent<'_>) -> ControlFlow<()>,
+    ) -> Result<()> {
         let Some(out) = self.out else { return Ok(()) };
         let extra = serde_json::json!({ "val_losses": self.report.val_losses });
         let mut state = TrainerState { step: self.rule.steps(), epoch, position, extra, ..Default::default() };
@@ -277,8 +292,12 @@ impl<'a> Run<'a> {
             state.rngs.insert("dropout".into(), d.state());
         }
         let dir = out.checkpoint();
-        let part =
-            ModelPart { name: "", config: self.lm.config(), params: self.lm.params(), optimizer: Some(&self.rule.optimizer) };
+        let part = ModelPart {
+            name: "",
+            config: self.lm.config(),
+            params: self.lm.params(),
+            optimizer: Some(&self.rule.optimizer),
+        };
         checkpoint::save(&dir, &[part], &state)?;
         let _ = observer(&TrainEvent::Checkpoint { step: state.step, path: &dir });
         Ok(())

@@ -46,9 +46,7 @@ impl AdamWConfig {
         if ok {
             Ok(())
         } else {
-            Err(ModelError::Config(format!(
-                "AdamW needs betas in [0, 1), eps > 0 and weight_decay >= 0; got {self:?}"
-            )))
+            Err(ModelError::Config(format!("AdamW needs betas in [0, 1), eps > 0 and weight_decay >= 0; got {self:?}")))
         }
     }
 }
@@ -196,7 +194,12 @@ impl AdamW {
             if m.dims() != s.var.dims() || v.dims() != s.var.dims() {
                 return Err(ModelError::checkpoint(
                     &path,
-                    format!("optimizer state for {} has shape {:?}, the parameter {:?}", s.name, m.dims(), s.var.dims()),
+                    format!(
+                        "optimizer state for {} has shape {:?}, the parameter {:?}",
+                        s.name,
+                        m.dims(),
+                        s.var.dims()
+                    ),
                 ));
             }
             s.m = m;

@@ -26,7 +26,8 @@ impl LrSchedule {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if !(self.peak_lr >= 0.0 && self.peak_lr.is_finite()) || !(0.0..=1.0).contains(&self.min_lr_ratio) {
+        let peak_ok = self.peak_lr.is_finite() && self.peak_lr >= 0.0;
+        if !peak_ok || !(0.0..=1.0).contains(&self.min_lr_ratio) {
             return Err(ModelError::Config(format!(
                 "learning rate schedule needs peak_lr >= 0 and min_lr_ratio in [0, 1]; got {self:?}"
             )));
