@@ -154,3 +154,92 @@ fn device_names() {
         assert!(e.contains("--features cuda"), "{e}");
     }
 }
+
+/// The pieces compose into a reward-model step: K responses of one prompt in one batch element,
+/// all C(K, 2) pairs, a faster head, every parameter reached by the gradient.
+#[test]
+fn a_ranking_loss_trains_a_scalar_model_through_the_update_rule() {
+    use model::lm::ScalarModel;
+    use model::train::{LrSchedule, UpdateRule};
+    let lm = tiny_lm(6);
+    let rm = ScalarModel::from_causal_lm(&lm, 0.02, 1).unwrap();
+    let prompt = vec![1u32, 4, 5];
+    // Ranked best first.
+    let responses = [vec![7u32, 8, 0], vec![9, 0], vec![11, 12, 13, 0]];
+    let pairs: Vec<(Vec<u32>, Vec<u32>)> = responses.iter().map(|r| (prompt.clone(), r.clone())).collect();
+    let batch = Batch::aligned(&pairs, &Device::Cpu).unwrap();
+    let mut rule = UpdateRule {
+        optimizer: AdamW::new(rm.params(), AdamWConfig::default(), vec![ParamGroup::new("score.", 10.0)]).unwrap(),
+        schedule: LrSchedule::constant(1e-3),
+        grad_clip: 1.0,
+    };
+    let loss_of = |rm: &ScalarModel| {
+        let r = rm.rewards(&batch, None).unwrap(); // (K,)
+        let mut terms = vec![];
+        for w in 0..3 {
+            for l in w + 1..3 {
+                let d = (r.get(w).unwrap() - r.get(l).unwrap()).unwrap();
+                // -log sigmoid(d) = softplus(-d)
+                terms.push(((d.neg().unwrap().exp().unwrap() + 1.0).unwrap().log().unwrap()).unsqueeze(0).unwrap());
+            }
+        }
+        (Tensor::cat(&terms, 0).unwrap().sum_all().unwrap() / terms.len() as f64).unwrap()
+    };
+    let first = loss_of(&rm).to_scalar::<f32>().unwrap();
+    let mut last = first;
+    for _ in 0..15 {
+        let loss = loss_of(&rm);
+        last = loss.to_scalar::<f32>().unwrap();
+        let mut g = Grads::backward(&loss, rm.params()).unwrap();
+        assert!(g.missing(rm.params()).is_empty(), "{:?}", g.missing(rm.params()));
+        let (norm, lr) = rule.apply(&mut g).unwrap();
+        assert!(norm > 0.0 && lr == 1e-3);
+    }
+    assert!(last < first * 0.7, "{first} -> {last}");
+}
+
+/// A PPO-style checkpoint: a policy and a value model, each with its optimizer, in one directory;
+/// each part is also a loadable model directory.
+#[test]
+fn checkpoints_hold_several_models_and_restore_them_in_place() {
+    use model::lm::{HeadInit, ScalarModel};
+    use model::train::checkpoint::{self, ModelPart, TrainerState};
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("ck");
+    let policy = tiny_lm(7);
+    let value = ScalarModel::from_causal_lm(&policy, 0.1, 2).unwrap();
+    let batch = Batch::documents(&[vec![1u32, 2, 3, 4]], &Device::Cpu).unwrap();
+    let mut po = AdamW::new(policy.params(), AdamWConfig::default(), vec![]).unwrap();
+    let mut vo = AdamW::new(value.params(), AdamWConfig::default(), vec![]).unwrap();
+    po.step(&Grads::backward(&policy.lm_loss(&batch, None).unwrap().mean().unwrap(), policy.params()).unwrap(), 1e-2)
+        .unwrap();
+    let v = value.scalars(&batch, None).unwrap().sqr().unwrap().sum_all().unwrap();
+    vo.step(&Grads::backward(&v, value.params()).unwrap(), 1e-2).unwrap();
+    let state = TrainerState { step: 1, extra: serde_json::json!({"kl_coef": 0.05}), ..Default::default() };
+    let parts = [
+        ModelPart { name: "policy", config: policy.config(), params: policy.params(), optimizer: Some(&po) },
+        ModelPart { name: "value", config: value.config(), params: value.params(), optimizer: Some(&vo) },
+    ];
+    checkpoint::save(&ck, &parts, &state).unwrap();
+    // Saving again replaces the directory atomically.
+    checkpoint::save(&ck, &parts, &state).unwrap();
+    assert!(checkpoint::exists(&ck));
+    assert_eq!(checkpoint::read_state(&ck).unwrap(), state);
+
+    let p2 = tiny_lm(8);
+    let v2 = ScalarModel::from_causal_lm(&p2, 0.1, 3).unwrap();
+    let mut vo2 = AdamW::new(v2.params(), AdamWConfig::default(), vec![]).unwrap();
+    checkpoint::restore_part(&ck, "policy", p2.params(), None).unwrap();
+    checkpoint::restore_part(&ck, "value", v2.params(), Some(&mut vo2)).unwrap();
+    assert_eq!(values(p2.params()), values(policy.params()));
+    assert_eq!(values(v2.params()), values(value.params()));
+    assert_eq!(vo2.steps(), 1);
+    // Restoring a part into the wrong kind of model fails with a message naming the tensor.
+    let e = checkpoint::restore_part(&ck, "policy", v2.params(), None).unwrap_err().to_string();
+    assert!(e.contains("score."), "{e}");
+    // The value part is a scalar-model directory, the policy part a causal-LM one.
+    let loaded =
+        ScalarModel::load(&ck.join("value"), HeadInit::DirOrRandom { std: 0.0, seed: 0 }, &Device::Cpu).unwrap();
+    assert_eq!(values(loaded.params()), values(value.params()));
+    assert_eq!(values(CausalLm::load(&ck.join("policy"), &Device::Cpu).unwrap().params()), values(policy.params()));
+}
