@@ -140,7 +140,7 @@ impl Linear {
         let in_dim = *dims.last().unwrap_or(&0);
         let out_dim = self.weight.dim(0)?;
         let x2 = x.reshape(((), in_dim))?; // (N, in)
-        let mut y = x2.matmul(&self.weight.t()?)?; // (N, out)
+        let mut y = ops::linear(&x2, &self.weight)?; // (N, out)
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
         }
@@ -377,7 +377,7 @@ impl Llama {
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let dims = hidden.dims().to_vec();
         let d = *dims.last().unwrap_or(&0);
-        let logits = hidden.reshape(((), d))?.matmul(&self.lm_head.t()?)?; // (N, V)
+        let logits = ops::linear(&hidden.reshape(((), d))?, &self.lm_head)?; // (N, V)
         let mut out = dims;
         if let Some(last) = out.last_mut() {
             *last = self.lm_head.dim(0)?;

@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, DType, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
 type CResult<T> = candle_core::Result<T>;
@@ -680,6 +680,133 @@ impl CustomOp2 for EntropyBwd {
     }
 }
 
+// ------------------------------------------------------------------------------------------------
+// Linear layer without bias: y = x W^T
+// ------------------------------------------------------------------------------------------------
+
+/// `x @ weight^T` for `x` `[N, in]` and `weight` `[out, in]` (PyTorch's layout), differentiable in
+/// both. On CPU this calls the `gemm` kernels directly: candle's matmul looks up the thread count
+/// on every call (reading `/proc/cpuinfo` unless `RAYON_NUM_THREADS` is set), which dominated
+/// small decode steps, and its weight gradient arrives transposed, costing a strided copy. Small
+/// products run on the calling thread, so decode steps wake no thread pool.
+pub fn linear(x: &Tensor, weight: &Tensor) -> CResult<Tensor> {
+    if use_kernel(x) {
+        x.contiguous()?.apply_op2(&weight.contiguous()?, Linear)
+    } else {
+        linear_composed(x, weight)
+    }
+}
+
+/// The reference composition of [`linear`].
+pub fn linear_composed(x: &Tensor, weight: &Tensor) -> CResult<Tensor> {
+    x.matmul(&weight.t()?)
+}
+
+/// Products with fewer multiply-adds than this run single-threaded.
+const GEMM_PAR_MIN: usize = 1 << 18;
+
+/// `dst (m x n) = lhs (m x k) * rhs (k x n)`, operands given with (row, column) strides.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_f32(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    lhs: &[f32],
+    lhs_rs: usize,
+    lhs_cs: usize,
+    rhs: &[f32],
+    rhs_rs: usize,
+    rhs_cs: usize,
+    parallel: bool,
+) {
+    assert!(dst.len() >= m * n, "gemm: destination too small");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        dst[..m * n].fill(0.0);
+        return;
+    }
+    assert!(lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs, "gemm: lhs too small");
+    assert!(rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs, "gemm: rhs too small");
+    let par = if parallel && m * n * k >= GEMM_PAR_MIN && rayon::current_num_threads() > 1 {
+        gemm::Parallelism::Rayon(rayon::current_num_threads())
+    } else {
+        gemm::Parallelism::None
+    };
+    // Safety: the asserts above bound every address the strides reach; dst does not alias the
+    // operands (it is a distinct &mut slice).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+struct Linear;
+
+impl CustomOp2 for Linear {
+    fn name(&self) -> &'static str {
+        "linear"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s1, l1, self.name())?;
+        let w = contiguous_f32(s2, l2, self.name())?;
+        let (n, k) = l1.shape().dims2()?;
+        let (out, k2) = l2.shape().dims2()?;
+        if k != k2 {
+            candle_core::bail!("linear: x {:?} does not fit weight {:?}", l1.dims(), l2.dims());
+        }
+        let mut y = vec![0f32; n * out];
+        gemm_f32(n, out, k, &mut y, x, k, 1, w, 1, k, true); // x (N, in) @ w^T (in, out)
+        Ok((CpuStorage::F32(y), Shape::from((n, out))))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+        let g = grad.contiguous()?;
+        let (n, k) = x.dims2()?;
+        let out = w.dim(0)?;
+        let (dx, dw) = {
+            let (sx, lx) = x.storage_and_layout();
+            let (sw, lw) = w.storage_and_layout();
+            let (sg, lg) = g.storage_and_layout();
+            let (Storage::Cpu(sx), Storage::Cpu(sw), Storage::Cpu(sg)) = (&*sx, &*sw, &*sg) else {
+                candle_core::bail!("linear backward runs on the CPU only");
+            };
+            let xs = contiguous_f32(sx, lx, "linear-bwd")?;
+            let ws = contiguous_f32(sw, lw, "linear-bwd")?;
+            let gs = contiguous_f32(sg, lg, "linear-bwd")?;
+            let mut dx = vec![0f32; n * k];
+            gemm_f32(n, k, out, &mut dx, gs, out, 1, ws, k, 1, true); // g (N, out) @ w (out, in)
+            let mut dw = vec![0f32; out * k];
+            gemm_f32(out, k, n, &mut dw, gs, 1, out, xs, k, 1, true); // g^T (out, N) @ x (N, in)
+            (dx, dw)
+        };
+        let dev = x.device();
+        Ok((Some(Tensor::from_vec(dx, (n, k), dev)?), Some(Tensor::from_vec(dw, (out, k), dev)?)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -774,6 +901,16 @@ mod tests {
         let a = randn(&[4, 9, 40], 9);
         let u = randn(&[4, 9, 40], 10);
         check(&[a, u], |t| swiglu(&t[0], &t[1]), |t| swiglu_composed(&t[0], &t[1]), &[true, true]);
+    }
+
+    #[test]
+    fn linear_matches_composed() {
+        // Small (single-threaded) and large (parallel) products.
+        for (n, k, out) in [(5, 7, 3), (300, 64, 48)] {
+            let x = randn(&[n, k], 12);
+            let w = randn(&[out, k], 13);
+            check(&[x, w], |t| linear(&t[0], &t[1]), |t| linear_composed(&t[0], &t[1]), &[true, true]);
+        }
     }
 
     #[test]
