@@ -14,10 +14,9 @@
 //! [`AttnMask`].
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Storage, Tensor};
-use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
 
-use crate::ops::{AttnMask, masked_softmax};
+use crate::ops::{AttnMask, gemm_f32, masked_softmax};
 
 type CResult<T> = candle_core::Result<T>;
 
@@ -56,36 +55,11 @@ fn f32_slice(s: &CpuStorage) -> CResult<&[f32]> {
     s.as_slice::<f32>()
 }
 
-/// `dst (m x n) = lhs (m x k) * rhs (k x n)` with explicit (row, column) strides, single-threaded.
+/// `dst = lhs * rhs` on the calling thread (blocks already run in parallel).
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], lhs: &[f32], lhs_rs: usize, lhs_cs: usize, rhs: &[f32], rhs_rs: usize, rhs_cs: usize) {
-    debug_assert!(dst.len() >= m * n);
-    // Safety: the slices cover every element addressed by the strides (checked by the callers'
-    // shapes), and dst does not alias lhs or rhs.
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            lhs.as_ptr(),
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs.as_ptr(),
-            rhs_cs as isize,
-            rhs_rs as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            Parallelism::None,
-        )
-    }
+    gemm_f32(m, n, k, dst, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, false)
 }
 
 struct FusedAttention {
