@@ -136,3 +136,19 @@ fn sft_without_dropout_or_directory_and_with_a_frozen_model() {
     let frozen = lm.frozen().unwrap();
     assert!(sft(&frozen, &pairs(6), &[], &sc, None, &mut no_observer).is_err());
 }
+
+#[test]
+fn a_checkpoint_of_another_run_is_refused() {
+    let toks = stream(800);
+    let pc = PretrainConfig { train: train_cfg(), seq_len: 16, steps: 2 };
+    let d = tempfile::tempdir().unwrap();
+    let run = RunDir { dir: d.path(), tokenizer: None, format: None };
+    let a = CausalLm::init(&cfg(), 1, &Device::Cpu).unwrap();
+    pretrain(&a, &toks, &pc, Some(run), &mut no_observer).unwrap();
+    let other = PretrainConfig { train: TrainConfig { seed: 12, ..train_cfg() }, ..pc.clone() };
+    let e = pretrain(&a, &toks, &other, Some(run), &mut no_observer).unwrap_err().to_string();
+    assert!(e.contains("another run"), "{e}");
+    // Changing only the checkpoint interval is fine.
+    let same = PretrainConfig { train: TrainConfig { checkpoint_every: 1, ..train_cfg() }, ..pc };
+    assert_eq!(pretrain(&a, &toks, &same, Some(run), &mut no_observer).unwrap().steps_this_run, 0);
+}

@@ -235,6 +235,13 @@ impl UpdateRule {
     }
 }
 
+/// The settings a resumed run must share with the run that wrote the checkpoint: everything but
+/// the checkpoint interval, plus the loop's own settings and data sizes.
+fn fingerprint(t: &TrainConfig, data: serde_json::Value) -> serde_json::Value {
+    let t = TrainConfig { checkpoint_every: 0, ..t.clone() };
+    serde_json::json!({ "train": t, "data": data })
+}
+
 /// Shared state of one causal-LM run.
 struct Run<'a> {
     lm: &'a CausalLm,
@@ -244,10 +251,18 @@ struct Run<'a> {
     total_steps: u64,
     report: TrainReport,
     started: Instant,
+    /// What the data order and schedule depend on; a checkpoint made under another run is refused.
+    fingerprint: serde_json::Value,
 }
 
 impl<'a> Run<'a> {
-    fn new(lm: &'a CausalLm, cfg: &TrainConfig, total_steps: u64, out: Option<RunDir<'a>>) -> Result<Self> {
+    fn new(
+        lm: &'a CausalLm,
+        cfg: &TrainConfig,
+        total_steps: u64,
+        out: Option<RunDir<'a>>,
+        fingerprint: serde_json::Value,
+    ) -> Result<Self> {
         cfg.validate()?;
         if !lm.is_trainable() {
             return Err(ModelError::Input("cannot train a frozen model: load it trainable".into()));
@@ -257,7 +272,16 @@ impl<'a> Run<'a> {
         let p = cfg.dropout.unwrap_or(lm.config().resid_pdrop);
         let dropout = (p > 0.0).then(|| Dropout::new(p, cfg.seed ^ 0x6472_6f70_6f75_7421)); // "dropout!"
         let rule = UpdateRule { optimizer, schedule, grad_clip: cfg.grad_clip };
-        Ok(Run { lm, rule, dropout, out, total_steps, report: TrainReport::default(), started: Instant::now() })
+        Ok(Run {
+            lm,
+            rule,
+            dropout,
+            out,
+            total_steps,
+            report: TrainReport::default(),
+            started: Instant::now(),
+            fingerprint,
+        })
     }
 
     /// Restores the latest checkpoint of the run directory, if any; returns its state.
@@ -268,6 +292,18 @@ impl<'a> Run<'a> {
             return Ok(None);
         }
         let state = checkpoint::read_state(&dir)?;
+        if let Some(saved) = state.extra.get("run")
+            && *saved != self.fingerprint
+        {
+            return Err(ModelError::checkpoint(
+                &dir,
+                format!(
+                    "this checkpoint belongs to another run (it was made with {saved}, this run is {}): \
+                     delete it or use another output directory",
+                    self.fingerprint
+                ),
+            ));
+        }
         checkpoint::restore_part(&dir, "", self.lm.params(), Some(&mut self.rule.optimizer))?;
         if let (Some(d), Some(s)) = (self.dropout.as_mut(), state.rngs.get("dropout")) {
             d.set_state(s)?;
@@ -286,7 +322,7 @@ impl<'a> Run<'a> {
         observer: &mut dyn FnMut(&TrainEvent<'_>) -> ControlFlow<()>,
     ) -> Result<()> {
         let Some(out) = self.out else { return Ok(()) };
-        let extra = serde_json::json!({ "val_losses": self.report.val_losses });
+        let extra = serde_json::json!({ "val_losses": self.report.val_losses, "run": self.fingerprint });
         let mut state = TrainerState { step: self.rule.steps(), epoch, position, extra, ..Default::default() };
         if let Some(d) = &self.dropout {
             state.rngs.insert("dropout".into(), d.state());
@@ -374,7 +410,9 @@ pub fn pretrain(
             lm.config().max_position_embeddings
         )));
     }
-    let mut run = Run::new(lm, t, cfg.steps, out)?;
+    let fingerprint =
+        fingerprint(t, serde_json::json!({ "seq_len": cfg.seq_len, "steps": cfg.steps, "tokens": tokens.len() }));
+    let mut run = Run::new(lm, t, cfg.steps, out, fingerprint)?;
     run.resume()?;
     let device = lm.device().clone();
     let mut stopped = false;
@@ -443,7 +481,8 @@ pub fn sft(
     let micro_per_epoch = train.len().div_ceil(t.batch_size) as u64;
     let steps_per_epoch = micro_per_epoch.div_ceil(t.grad_accum as u64);
     let total = steps_per_epoch * cfg.epochs;
-    let mut run = Run::new(lm, t, total, out)?;
+    let data = serde_json::json!({ "epochs": cfg.epochs, "train_pairs": train.len(), "val_pairs": val.len() });
+    let mut run = Run::new(lm, t, total, out, fingerprint(t, data))?;
     run.resume()?;
     let device = lm.device().clone();
     let mut stopped = false;
