@@ -47,6 +47,7 @@ pub mod lm;
 pub mod model;
 pub mod ops;
 pub mod params;
+pub mod runtime;
 pub mod tokenizer;
 pub mod train;
 
