@@ -34,7 +34,14 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &AttnMask, tq: usize,
 }
 
 /// The reference composition of [`attention`].
-pub fn attention_composed(q: &Tensor, k: &Tensor, v: &Tensor, mask: &AttnMask, tq: usize, scale: f64) -> CResult<Tensor> {
+pub fn attention_composed(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &AttnMask,
+    tq: usize,
+    scale: f64,
+) -> CResult<Tensor> {
     let scores = q.matmul(&k.t()?)?; // (B, G, R, Tk)
     let p = masked_softmax(&scores, mask, tq, scale)?;
     p.matmul(v)
@@ -58,7 +65,18 @@ fn f32_slice(s: &CpuStorage) -> CResult<&[f32]> {
 /// `dst = lhs * rhs` on the calling thread (blocks already run in parallel).
 #[allow(clippy::too_many_arguments)]
 #[inline]
-fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], lhs: &[f32], lhs_rs: usize, lhs_cs: usize, rhs: &[f32], rhs_rs: usize, rhs_cs: usize) {
+fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    lhs: &[f32],
+    lhs_rs: usize,
+    lhs_cs: usize,
+    rhs: &[f32],
+    rhs_rs: usize,
+    rhs_cs: usize,
+) {
     gemm_f32(m, n, k, dst, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, false)
 }
 
@@ -122,7 +140,13 @@ impl FusedAttention {
             candle_core::bail!("attention: q {:?}, k {:?}, v {:?} do not fit", lq.dims(), lk.dims(), lv.dims());
         }
         if b != self.mask.batch || tk != self.mask.keys || r % self.tq != 0 {
-            candle_core::bail!("attention: q {:?} and k {:?} do not fit the mask ({} x {})", lq.dims(), lk.dims(), self.mask.batch, self.mask.keys);
+            candle_core::bail!(
+                "attention: q {:?} and k {:?} do not fit the mask ({} x {})",
+                lq.dims(),
+                lk.dims(),
+                self.mask.batch,
+                self.mask.keys
+            );
         }
         Ok((b, g, r, tk, hd))
     }
@@ -179,7 +203,8 @@ impl CustomOp3 for FusedAttention {
         let (sk, lk) = k.storage_and_layout();
         let (sv, lv) = v.storage_and_layout();
         let (sdy, ldy) = dy.storage_and_layout();
-        let (Storage::Cpu(sq), Storage::Cpu(sk), Storage::Cpu(sv), Storage::Cpu(sdy)) = (&*sq, &*sk, &*sv, &*sdy) else {
+        let (Storage::Cpu(sq), Storage::Cpu(sk), Storage::Cpu(sv), Storage::Cpu(sdy)) = (&*sq, &*sk, &*sv, &*sdy)
+        else {
             candle_core::bail!("fused attention backward runs on the CPU only");
         };
         let (_, g, r, tk, hd) = self.check(lq, lk, lv)?;

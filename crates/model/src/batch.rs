@@ -75,7 +75,17 @@ impl Batch {
             response_len.push(r.len());
         }
         let input = Input::new(ids.clone(), &valid, b, device)?;
-        Ok(Batch { input, rows: b, width: t, prompt_width: p_max, response_width: r_max, ids, valid, loss_mask, response_len })
+        Ok(Batch {
+            input,
+            rows: b,
+            width: t,
+            prompt_width: p_max,
+            response_width: r_max,
+            ids,
+            valid,
+            loss_mask,
+            response_len,
+        })
     }
 
     /// Encoded (prompt, response) pairs, aligned.
@@ -155,7 +165,9 @@ impl Batch {
 
     /// Number of targets under the loss mask (what [`Batch::target_rows`] returns).
     pub fn num_targets(&self) -> usize {
-        (0..self.rows).map(|b| self.loss_mask[b * self.width + 1..(b + 1) * self.width].iter().filter(|&&m| m != 0).count()).sum()
+        (0..self.rows)
+            .map(|b| self.loss_mask[b * self.width + 1..(b + 1) * self.width].iter().filter(|&&m| m != 0).count())
+            .sum()
     }
 
     /// Response tokens `[B, R]` (u32, padding filled with [`PAD_FILL`]) and their mask `[B, R]`

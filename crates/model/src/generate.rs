@@ -179,11 +179,7 @@ impl Scratch {
     fn sample(&mut self, logits: &[f32], cfg: &SamplingConfig, rng: &mut ChaCha8Rng) -> (u32, f32) {
         let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let lse = max + logits.iter().map(|&v| (v - max).exp()).sum::<f32>().ln();
-        let tok = if cfg.temperature == 0.0 {
-            argmax(logits)
-        } else {
-            self.sample_tempered(logits, max, cfg, rng)
-        };
+        let tok = if cfg.temperature == 0.0 { argmax(logits) } else { self.sample_tempered(logits, max, cfg, rng) };
         (tok, logits[tok as usize] - lse)
     }
 

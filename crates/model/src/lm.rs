@@ -78,7 +78,8 @@ impl CausalLm {
         let cfg = hub::read_config(dir)?;
         let files = hub::weight_files(dir)?;
         let specs = params::causal_lm_specs(&cfg);
-        let mut params = Params::load_safetensors(&files, device, |n| n.starts_with("model.") || n == "lm_head.weight")?;
+        let mut params =
+            Params::load_safetensors(&files, device, |n| n.starts_with("model.") || n == "lm_head.weight")?;
         params.check_against(&specs, dir)?;
         params.retain_specs(&specs);
         CausalLm::from_params(&cfg, params, true)
@@ -141,7 +142,12 @@ impl CausalLm {
 
     /// Log-probabilities (and optionally entropies) of the response tokens of an aligned batch, as
     /// `[B, R]`. Differentiable when the model is trainable.
-    pub fn response_scores(&self, batch: &Batch, with_entropy: bool, dropout: Option<&mut Dropout>) -> Result<PolicyScores> {
+    pub fn response_scores(
+        &self,
+        batch: &Batch,
+        with_entropy: bool,
+        dropout: Option<&mut Dropout>,
+    ) -> Result<PolicyScores> {
         let p = batch.response_start()?;
         let (b, r) = (batch.rows, batch.response_width);
         let (targets, mask) = batch.response_targets()?;

@@ -14,11 +14,11 @@ use std::sync::Arc;
 use candle_core::{D, DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
+use crate::attention::attention;
 use crate::config::LlamaConfig;
 use crate::dropout::Dropout;
 use crate::error::{ModelError, Result};
 use crate::kv_cache::KvCache;
-use crate::attention::attention;
 use crate::ops::{self, AttnMask};
 
 /// What one forward pass reads: token ids, their rotary positions and the attention mask.

@@ -421,11 +421,7 @@ impl CustomOp2 for SoftmaxBwd {
 
 /// `silu(gate) * up`, differentiable in both.
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> CResult<Tensor> {
-    if use_kernel(gate) {
-        gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu)
-    } else {
-        swiglu_composed(gate, up)
-    }
+    if use_kernel(gate) { gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu) } else { swiglu_composed(gate, up) }
 }
 
 /// The reference composition of [`swiglu`].
@@ -462,7 +458,13 @@ impl CustomOp2 for SwiGlu {
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
-    fn bwd(&self, gate: &Tensor, up: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        gate: &Tensor,
+        up: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>)> {
         let g = grad.contiguous()?;
         let both = gate.apply_op3_no_bwd(up, &g, &SwiGluBwd)?;
         let n = gate.elem_count();
@@ -581,7 +583,13 @@ impl CustomOp2 for TokenLogprob {
         Ok((CpuStorage::F32(out), Shape::from(n)))
     }
 
-    fn bwd(&self, logits: &Tensor, targets: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        logits: &Tensor,
+        targets: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>)> {
         let g = grad.contiguous()?;
         Ok((Some(logits.apply_op3_no_bwd(targets, &g, &TokenLogprobBwd)?), None))
     }
@@ -635,7 +643,8 @@ impl CustomOp1 for Entropy {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
         let x = contiguous_f32(s, l, self.name())?;
         let (n, v) = l.shape().dims2()?;
-        let out: Vec<f32> = (0..n).into_par_iter().with_min_len(16).map(|i| row_entropy(&x[i * v..(i + 1) * v])).collect();
+        let out: Vec<f32> =
+            (0..n).into_par_iter().with_min_len(16).map(|i| row_entropy(&x[i * v..(i + 1) * v])).collect();
         Ok((CpuStorage::F32(out), Shape::from(n)))
     }
 
@@ -690,11 +699,7 @@ impl CustomOp2 for EntropyBwd {
 /// small decode steps, and its weight gradient arrives transposed, costing a strided copy. Small
 /// products run on the calling thread, so decode steps wake no thread pool.
 pub fn linear(x: &Tensor, weight: &Tensor) -> CResult<Tensor> {
-    if use_kernel(x) {
-        x.contiguous()?.apply_op2(&weight.contiguous()?, Linear)
-    } else {
-        linear_composed(x, weight)
-    }
+    if use_kernel(x) { x.contiguous()?.apply_op2(&weight.contiguous()?, Linear) } else { linear_composed(x, weight) }
 }
 
 /// The reference composition of [`linear`].
@@ -886,14 +891,20 @@ mod tests {
         let key_valid = Arc::new(vec![0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0]);
         let mask = AttnMask { key_valid: key_valid.clone(), batch: b, keys: tq, query_offset: 0 };
         let s = randn(&[b, g, n * tq, tq], 7);
-        check(&[s], |t| masked_softmax(&t[0], &mask, tq, 0.3), |t| masked_softmax_composed(&t[0], &mask, tq, 0.3), &[
-            true,
-        ]);
+        check(
+            &[s],
+            |t| masked_softmax(&t[0], &mask, tq, 0.3),
+            |t| masked_softmax_composed(&t[0], &mask, tq, 0.3),
+            &[true],
+        );
         let mask = AttnMask { key_valid, batch: b, keys: tq, query_offset: 4 };
         let s = randn(&[b, g, n * 2, tq], 8);
-        check(&[s], |t| masked_softmax(&t[0], &mask, 2, 0.3), |t| masked_softmax_composed(&t[0], &mask, 2, 0.3), &[
-            true,
-        ]);
+        check(
+            &[s],
+            |t| masked_softmax(&t[0], &mask, 2, 0.3),
+            |t| masked_softmax_composed(&t[0], &mask, 2, 0.3),
+            &[true],
+        );
     }
 
     #[test]

@@ -317,7 +317,10 @@ mod tests {
         assert_eq!(mask.iter().filter(|&&m| m == 1).count(), pair.response.len());
         assert!(mask[..pair.prompt.len()].iter().all(|&m| m == 0));
         assert_eq!(fmt.decode_response(&tok, &pair.response).unwrap(), "four legs.");
-        assert_eq!(tok.decode(&pair.ids(), false).unwrap(), "<|user|>how many legs?<|assistant|>four legs.<|endoftext|>");
+        assert_eq!(
+            tok.decode(&pair.ids(), false).unwrap(),
+            "<|user|>how many legs?<|assistant|>four legs.<|endoftext|>"
+        );
     }
 
     #[test]
@@ -325,7 +328,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tok = train_byte_level_bpe(&TEXTS, 280).unwrap();
         tok.save_to_dir(dir.path()).unwrap();
-        let fmt = InstructionFormat { user_prefix: "Q: ".into(), assistant_prefix: "\nA: ".into(), eos_token: EOS.into() };
+        let fmt =
+            InstructionFormat { user_prefix: "Q: ".into(), assistant_prefix: "\nA: ".into(), eos_token: EOS.into() };
         fmt.save_to_dir(dir.path()).unwrap();
         let tok2 = Tokenizer::from_dir(dir.path()).unwrap();
         assert_eq!(tok2.to_json().unwrap(), tok.to_json().unwrap());

@@ -29,7 +29,8 @@ fn a_saved_causal_lm_loads_back_identically() {
         lm.save(dir.path()).unwrap();
         let back = CausalLm::load(dir.path(), &Device::Cpu).unwrap();
         assert_eq!(back.config().tie_word_embeddings, tied);
-        let (a, b) = (lm.response_scores(&batch(), false, None).unwrap(), back.response_scores(&batch(), false, None).unwrap());
+        let (a, b) =
+            (lm.response_scores(&batch(), false, None).unwrap(), back.response_scores(&batch(), false, None).unwrap());
         assert_eq!(max_abs_diff(&a.logprobs, &b.logprobs), 0.0);
         assert_eq!(lm.params().names().collect::<Vec<_>>(), back.params().names().collect::<Vec<_>>());
     }
@@ -63,12 +64,9 @@ fn a_scalar_model_starts_from_an_lm_directory_and_saves_its_head_separately() {
 
     let back = ScalarModel::load(rm_dir.path(), HeadInit::DirOrRandom { std: 0.05, seed: 1 }, &Device::Cpu).unwrap();
     assert_eq!(max_abs_diff(&rm.rewards(&batch(), None).unwrap(), &back.rewards(&batch(), None).unwrap()), 0.0);
-    let from_file = ScalarModel::load(
-        lm_dir.path(),
-        HeadInit::File(rm_dir.path().join("score.safetensors")),
-        &Device::Cpu,
-    )
-    .unwrap();
+    let from_file =
+        ScalarModel::load(lm_dir.path(), HeadInit::File(rm_dir.path().join("score.safetensors")), &Device::Cpu)
+            .unwrap();
     assert_eq!(max_abs_diff(&rm.values(&batch(), None).unwrap(), &from_file.values(&batch(), None).unwrap()), 0.0);
     // The trunk directory still loads as a causal LM in transformers' sense (tied embeddings).
     CausalLm::load(rm_dir.path(), &Device::Cpu).unwrap();

@@ -17,7 +17,8 @@ fn smoke_config() -> LlamaConfig {
 
 fn toy_batch() -> Batch {
     // Different prompt and response lengths, so both kinds of padding are present.
-    let pairs = [(vec![3u32, 9, 4], vec![7u32, 1, 2, 60]), (vec![5, 6, 11, 12, 13], vec![8, 2]), (vec![1], vec![9, 9, 9])];
+    let pairs =
+        [(vec![3u32, 9, 4], vec![7u32, 1, 2, 60]), (vec![5, 6, 11, 12, 13], vec![8, 2]), (vec![1], vec![9, 9, 9])];
     Batch::aligned(&pairs, &Device::Cpu).unwrap()
 }
 
