@@ -159,6 +159,7 @@ fn random_tokens(n: usize, vocab: usize, rng: &mut ChaCha8Rng) -> Vec<u32> {
 
 /// Runs every benchmark of `cfg`.
 pub fn run(cfg: &BenchConfig) -> Result<BenchReport> {
+    crate::runtime::tune_allocator();
     let device = crate::train::parse_device(&cfg.device)?;
     let model_cfg =
         LlamaConfig::preset(cfg.preset, cfg.vocab_size, (cfg.seq_len + 1).max(cfg.prompt_len + cfg.new_tokens));

@@ -264,6 +264,7 @@ impl<'a> Run<'a> {
         fingerprint: serde_json::Value,
     ) -> Result<Self> {
         cfg.validate()?;
+        crate::runtime::tune_allocator();
         if !lm.is_trainable() {
             return Err(ModelError::Input("cannot train a frozen model: load it trainable".into()));
         }
