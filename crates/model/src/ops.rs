@@ -769,6 +769,23 @@ pub(crate) fn gemm_f32(
 
 struct Linear;
 
+/// Up to this many rows, [`linear`] computes dot products instead of calling gemm.
+const MATVEC_MAX_ROWS: usize = 4;
+
+/// A dot product with 16 independent partial sums (so it vectorises), added in a fixed order.
+#[inline]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (xa, xb) in ca.zip(cb) {
+        for l in 0..16 {
+            acc[l] += xa[l] * xb[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
 impl CustomOp2 for Linear {
     fn name(&self) -> &'static str {
         "linear"
@@ -783,7 +800,16 @@ impl CustomOp2 for Linear {
             candle_core::bail!("linear: x {:?} does not fit weight {:?}", l1.dims(), l2.dims());
         }
         let mut y = vec![0f32; n * out];
-        gemm_f32(n, out, k, &mut y, x, k, 1, w, 1, k, true); // x (N, in) @ w^T (in, out)
+        if n <= MATVEC_MAX_ROWS {
+            // Decode steps: a few rows. gemm would repack all of `w` for them; dot products read it once.
+            for (xr, yr) in x.chunks_exact(k).zip(y.chunks_exact_mut(out)) {
+                for (yj, wr) in yr.iter_mut().zip(w.chunks_exact(k)) {
+                    *yj = dot(xr, wr);
+                }
+            }
+        } else {
+            gemm_f32(n, out, k, &mut y, x, k, 1, w, 1, k, true); // x (N, in) @ w^T (in, out)
+        }
         Ok((CpuStorage::F32(y), Shape::from((n, out))))
     }
 
@@ -917,7 +943,7 @@ mod tests {
     #[test]
     fn linear_matches_composed() {
         // Small (single-threaded) and large (parallel) products.
-        for (n, k, out) in [(5, 7, 3), (300, 64, 48)] {
+        for (n, k, out) in [(1, 37, 5), (3, 64, 9), (5, 7, 3), (300, 64, 48)] {
             let x = randn(&[n, k], 12);
             let w = randn(&[out, k], 13);
             check(&[x, w], |t| linear(&t[0], &t[1]), |t| linear_composed(&t[0], &t[1]), &[true, true]);
