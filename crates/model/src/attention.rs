@@ -16,7 +16,7 @@
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-use crate::ops::{AttnMask, gemm_f32, masked_softmax};
+use crate::ops::{AttnMask, MATVEC_MAX_ROWS, dot, gemm_f32, masked_softmax};
 
 type CResult<T> = candle_core::Result<T>;
 
@@ -177,6 +177,26 @@ impl CustomOp3 for FusedAttention {
             let (qb, kb, vb) = (&q[qo[i]..], &k[ko[i]..], &v[vo[i]..]);
             for (r0, rows, keys) in self.chunks(r, tk) {
                 let s = &mut s[..rows * keys];
+                if rows <= MATVEC_MAX_ROWS {
+                    // Decode steps: gemm's setup costs more than these few dot products and axpys.
+                    for (row, sr) in s.chunks_exact_mut(keys).enumerate() {
+                        let qr = &qb[(r0 + row) * hd..(r0 + row + 1) * hd];
+                        for (j, sj) in sr.iter_mut().enumerate() {
+                            *sj = dot(qr, &kb[j * hd..(j + 1) * hd]);
+                        }
+                    }
+                    self.softmax_rows(s, i / g, r0, rows, keys);
+                    for (row, sr) in s.chunks_exact(keys).enumerate() {
+                        let yr = &mut y[(r0 + row) * hd..(r0 + row + 1) * hd];
+                        yr.fill(0.0);
+                        for (j, &pj) in sr.iter().enumerate() {
+                            if pj != 0.0 {
+                                yr.iter_mut().zip(&vb[j * hd..(j + 1) * hd]).for_each(|(a, &v)| *a += pj * v);
+                            }
+                        }
+                    }
+                    continue;
+                }
                 matmul(rows, keys, hd, s, &qb[r0 * hd..], hd, 1, kb, 1, hd); // S = Q K^T
                 self.softmax_rows(s, i / g, r0, rows, keys);
                 matmul(rows, hd, keys, &mut y[r0 * hd..], s, keys, 1, vb, hd, 1); // Y = P V

@@ -769,12 +769,12 @@ pub(crate) fn gemm_f32(
 
 struct Linear;
 
-/// Up to this many rows, [`linear`] computes dot products instead of calling gemm.
-const MATVEC_MAX_ROWS: usize = 4;
+/// Up to this many rows, [`linear`] (and attention) compute dot products instead of calling gemm.
+pub(crate) const MATVEC_MAX_ROWS: usize = 4;
 
 /// A dot product with 16 independent partial sums (so it vectorises), added in a fixed order.
 #[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 16];
     let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
     let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
