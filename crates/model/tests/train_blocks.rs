@@ -33,9 +33,16 @@ fn grads_of(p: &Params, name: &str, g: &[f32]) -> Grads {
 
 #[test]
 fn adamw_matches_a_hand_worked_reference() {
+    // Both the in-place CPU kernels and the composed (any-device) update.
+    for fused in [true, false] {
+        adamw_reference(fused);
+    }
+}
+
+fn adamw_reference(fused: bool) {
     let cfg = AdamWConfig { beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.1, decay_embeddings: false };
     let p = one_param("w", &[1.0, -2.0, 0.5, 3.0], &[2, 2]);
-    let mut opt = AdamW::new(&p, cfg.clone(), vec![]).unwrap();
+    let mut opt = AdamW::new(&p, cfg.clone(), vec![]).unwrap().with_fused_kernels(fused);
     let gs = [[0.1f64, -0.2, 0.3, 0.0], [0.05, 0.1, -0.3, 1.0], [-0.2, 0.0, 0.1, 0.5]];
     let lrs = [0.1f64, 0.05, 0.02];
     let (mut x, mut m, mut v) = (vec![1.0f64, -2.0, 0.5, 3.0], vec![0.0; 4], vec![0.0; 4]);
@@ -87,6 +94,28 @@ fn decay_skips_norms_biases_and_embeddings_and_groups_scale_the_rate() {
     let v = values(&both);
     assert!((v["score.weight"][0] + 0.1).abs() < 1e-5, "{v:?}");
     assert!((v["model.norm.weight"][0] + 0.01).abs() < 1e-6, "{v:?}");
+}
+
+#[test]
+fn fused_and_composed_updates_agree_on_a_model() {
+    let a = tiny_lm(9);
+    let b = a.snapshot().unwrap();
+    let b = CausalLm::from_params(b.config(), b.params().clone(), true).unwrap();
+    let batch = Batch::documents(&[vec![1u32, 5, 7, 9, 2, 3], vec![4, 4, 8]], &Device::Cpu).unwrap();
+    let groups = vec![ParamGroup::new("model.layers.1.", 2.0)];
+    let mut oa = AdamW::new(a.params(), AdamWConfig::default(), groups.clone()).unwrap();
+    let mut ob = AdamW::new(b.params(), AdamWConfig::default(), groups).unwrap().with_fused_kernels(false);
+    for _ in 0..3 {
+        let ga = Grads::backward(&a.lm_loss(&batch, None).unwrap().mean().unwrap(), a.params()).unwrap();
+        let gb = Grads::backward(&b.lm_loss(&batch, None).unwrap().mean().unwrap(), b.params()).unwrap();
+        oa.step(&ga, 1e-2).unwrap();
+        ob.step(&gb, 1e-2).unwrap();
+    }
+    let (va, vb) = (values(a.params()), values(b.params()));
+    for (name, x) in &va {
+        let d = x.iter().zip(&vb[name]).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+        assert!(d < 1e-5, "{name}: {d}");
+    }
 }
 
 #[test]

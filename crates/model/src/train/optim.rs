@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use candle_core::{Tensor, Var};
+use candle_core::{CpuStorage, DType, Layout, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
@@ -90,6 +90,7 @@ pub struct AdamW {
     groups: Vec<ParamGroup>,
     slots: Vec<Slot>,
     steps: u64,
+    fused: bool,
 }
 
 impl std::fmt::Debug for AdamW {
@@ -120,7 +121,7 @@ impl AdamW {
                 decay: decays(name, var.dims(), cfg.decay_embeddings),
             });
         }
-        Ok(AdamW { cfg, groups, slots, steps: 0 })
+        Ok(AdamW { cfg, groups, slots, steps: 0, fused: true })
     }
 
     pub fn config(&self) -> &AdamWConfig {
@@ -148,21 +149,32 @@ impl AdamW {
         self.steps += 1;
         let t = self.steps as i32;
         let (b1, b2) = (self.cfg.beta1, self.cfg.beta2);
-        let bc1 = 1.0 - b1.powi(t);
-        let bc2 = 1.0 - b2.powi(t);
+        let (bc1, bc2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
         for slot in &mut self.slots {
             let Some(g) = grads.get(&slot.name) else { continue };
-            let lr = lr * slot.lr_mult;
-            let m = ((&slot.m * b1)? + (g * (1.0 - b1))?)?;
-            let v = ((&slot.v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
-            let update = ((&m / bc1)? / ((&v / bc2)?.sqrt()? + self.cfg.eps)?)?;
-            let p = slot.var.as_tensor().detach();
-            let p = if slot.decay { (&p * (1.0 - lr * self.cfg.weight_decay))? } else { p };
-            slot.var.set(&(p - (update * lr)?)?)?;
-            slot.m = m;
-            slot.v = v;
+            let u = Update {
+                lr: lr * slot.lr_mult,
+                beta1: b1,
+                beta2: b2,
+                bc1,
+                bc2,
+                eps: self.cfg.eps,
+                decay: if slot.decay { self.cfg.weight_decay } else { 0.0 },
+            };
+            if self.fused && g.device().is_cpu() && g.dtype() == DType::F32 {
+                u.apply_in_place(slot, &g.contiguous()?)?;
+            } else {
+                u.apply_composed(slot, g)?;
+            }
         }
         Ok(())
+    }
+
+    /// Uses the composed (device-generic) update instead of the in-place CPU kernels; for tests
+    /// that compare the two.
+    pub fn with_fused_kernels(mut self, fused: bool) -> Self {
+        self.fused = fused;
+        self
     }
 
     /// Writes `optimizer.safetensors` (moments) and `optimizer.json` (step count, config) into `dir`.
@@ -213,6 +225,119 @@ impl AdamW {
         }
         let state: SavedState = fsutil::read_json(&dir.join(OPTIMIZER_STATE_FILE))?;
         self.steps = state.steps;
+        Ok(())
+    }
+}
+
+/// One AdamW update of one tensor, with the bias corrections of the current step.
+struct Update {
+    lr: f64,
+    beta1: f64,
+    beta2: f64,
+    bc1: f64,
+    bc2: f64,
+    eps: f64,
+    /// Weight decay of this tensor (0 when it does not decay).
+    decay: f64,
+}
+
+impl Update {
+    /// Any device: candle ops, new tensors for the moments, `Var::set` for the parameter.
+    fn apply_composed(&self, slot: &mut Slot, g: &Tensor) -> Result<()> {
+        let m = ((&slot.m * self.beta1)? + (g * (1.0 - self.beta1))?)?;
+        let v = ((&slot.v * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
+        let step = ((&m / self.bc1)? / ((&v / self.bc2)?.sqrt()? + self.eps)?)?;
+        let p = (slot.var.as_tensor().detach() * (1.0 - self.lr * self.decay))?;
+        slot.var.set(&(p - (step * self.lr)?)?)?;
+        slot.m = m;
+        slot.v = v;
+        Ok(())
+    }
+
+    /// CPU f32: three in-place passes (first moment, second moment, parameter) on the calling
+    /// thread. No allocation and no thread pool: an update of a tiny model costs a few
+    /// milliseconds whatever else the machine is doing.
+    fn apply_in_place(&self, slot: &mut Slot, g: &Tensor) -> Result<()> {
+        slot.m.inplace_op2(g, &Moment { beta: self.beta1 as f32, square: false })?;
+        slot.v.inplace_op2(g, &Moment { beta: self.beta2 as f32, square: true })?;
+        let apply = ApplyAdam {
+            lr: self.lr as f32,
+            bc1: self.bc1 as f32,
+            bc2: self.bc2 as f32,
+            eps: self.eps as f32,
+            keep: (1.0 - self.lr * self.decay) as f32,
+        };
+        slot.var.as_tensor().inplace_op3(&slot.m, &slot.v, &apply)?;
+        Ok(())
+    }
+}
+
+fn slice_f32<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
+        None => candle_core::bail!("adamw: expected a contiguous tensor"),
+    }
+}
+
+fn slice_f32_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> candle_core::Result<&'a mut [f32]> {
+    match (l.contiguous_offsets(), s) {
+        (Some((a, b)), CpuStorage::F32(v)) => Ok(&mut v[a..b]),
+        _ => candle_core::bail!("adamw: expected a contiguous f32 tensor"),
+    }
+}
+
+/// `m = beta * m + (1 - beta) * g` (or `g^2` for the second moment), in place.
+struct Moment {
+    beta: f32,
+    square: bool,
+}
+
+impl candle_core::InplaceOp2 for Moment {
+    fn name(&self) -> &'static str {
+        "adamw-moment"
+    }
+
+    fn cpu_fwd(&self, dst: &mut CpuStorage, dst_l: &Layout, g: &CpuStorage, gl: &Layout) -> candle_core::Result<()> {
+        let g = slice_f32(g, gl)?;
+        let m = slice_f32_mut(dst, dst_l)?;
+        let (b, c) = (self.beta, 1.0 - self.beta);
+        if self.square {
+            m.iter_mut().zip(g).for_each(|(m, &g)| *m = b * *m + c * g * g);
+        } else {
+            m.iter_mut().zip(g).for_each(|(m, &g)| *m = b * *m + c * g);
+        }
+        Ok(())
+    }
+}
+
+/// `p = keep * p - lr * (m / bc1) / (sqrt(v / bc2) + eps)`, in place.
+struct ApplyAdam {
+    lr: f32,
+    bc1: f32,
+    bc2: f32,
+    eps: f32,
+    keep: f32,
+}
+
+impl candle_core::InplaceOp3 for ApplyAdam {
+    fn name(&self) -> &'static str {
+        "adamw-apply"
+    }
+
+    fn cpu_fwd(
+        &self,
+        dst: &mut CpuStorage,
+        dst_l: &Layout,
+        m: &CpuStorage,
+        ml: &Layout,
+        v: &CpuStorage,
+        vl: &Layout,
+    ) -> candle_core::Result<()> {
+        let (m, v) = (slice_f32(m, ml)?, slice_f32(v, vl)?);
+        let p = slice_f32_mut(dst, dst_l)?;
+        for ((p, &m), &v) in p.iter_mut().zip(m).zip(v) {
+            *p = self.keep * *p - self.lr * (m / self.bc1) / ((v / self.bc2).sqrt() + self.eps);
+        }
         Ok(())
     }
 }
