@@ -21,6 +21,7 @@
 pub mod cli;
 pub mod hash;
 pub mod key;
+pub mod log;
 pub mod manifest;
 pub mod parquet_io;
 pub mod schema;

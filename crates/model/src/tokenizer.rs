@@ -92,6 +92,19 @@ impl Tokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// Documents as one token stream, each followed by `eos` (how pretraining
+    /// and held-out perplexity see text). Encodes in parallel; the result
+    /// does not depend on the thread count.
+    pub fn encode_documents(&self, texts: &[&str], eos: u32) -> Result<Vec<u32>> {
+        let encodings = self.inner.encode_batch(texts.to_vec(), false).map_err(|e| tok_err("cannot encode", e))?;
+        let mut out = Vec::with_capacity(encodings.iter().map(|e| e.len() + 1).sum());
+        for e in &encodings {
+            out.extend_from_slice(e.get_ids());
+            out.push(eos);
+        }
+        Ok(out)
+    }
+
     /// Text of `ids`; special tokens are dropped when `skip_special` is set.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
         self.inner.decode(ids, skip_special).map_err(|e| tok_err("cannot decode", e))

@@ -443,6 +443,26 @@ pub fn pretrain(
     Ok(run.finish(stopped))
 }
 
+/// Mean NLL per target token of a token stream under `lm`, over the same
+/// non-overlapping windows pretraining uses (no gradients, no dropout): the
+/// log of held-out perplexity. `None` when the stream is shorter than a window.
+pub fn eval_stream(lm: &CausalLm, tokens: &[u32], seq_len: usize, batch_size: usize) -> Result<Option<f64>> {
+    let windows = Windows::new(tokens, seq_len);
+    if windows.is_empty() {
+        return Ok(None);
+    }
+    let frozen = lm.frozen()?;
+    let (mut nll, mut n) = (0f64, 0usize);
+    let all: Vec<&[u32]> = (0..windows.len()).map(|i| windows.get(i)).collect();
+    for chunk in all.chunks(batch_size.max(1)) {
+        let b = Batch::documents(chunk, lm.device())?;
+        let l = frozen.lm_loss(&b, None)?;
+        nll += l.nll_sum.to_scalar::<f32>()? as f64;
+        n += l.n_targets;
+    }
+    Ok(Some(nll / n.max(1) as f64))
+}
+
 /// Mean NLL per target of `pairs` under `lm` (no gradients, no dropout).
 pub fn eval_loss(lm: &CausalLm, pairs: &[EncodedPair], batch_size: usize) -> Result<f64> {
     let frozen = lm.frozen()?;

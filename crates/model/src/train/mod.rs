@@ -23,7 +23,7 @@ pub mod schedule;
 pub use grads::Grads;
 pub use loops::{
     PretrainConfig, RunDir, SftConfig, StepMetrics, TrainConfig, TrainEvent, TrainReport, UpdateRule, eval_loss,
-    no_observer, pretrain, sft,
+    eval_stream, no_observer, pretrain, sft,
 };
 pub use optim::{AdamW, AdamWConfig, ParamGroup};
 pub use schedule::LrSchedule;
