@@ -297,6 +297,37 @@ pub struct BenchmarkRow {
 
 /// Derives the comparisons of one ranking: every pair with different ranks,
 /// better rank first. Ties are left out, as the reward model trains without them.
+pub const METRICS: TableSpec = TableSpec {
+    name: "metrics",
+    doc: "Evaluation metrics: one row per (model, metric), with a 95% interval where one applies.",
+    columns: &[
+        Col::new("model", Utf8, "The pipeline step that made the model (`sft_tiny`, `ppo_ptx_tiny`, ...)."),
+        Col::new("kind", Utf8, "`base`, `base_few_shot`, `sft`, `ppo`, `ppo_ptx` or `other`."),
+        Col::new("size", Utf8, "The model's size label (`tiny`, `small`, ...)."),
+        Col::new("params", Int64, "Number of model parameters."),
+        Col::new("metric", Utf8, "Metric name (`win_rate`, `likert`, `truthful`, `toxicity_respectful`, ...)."),
+        Col::new("value", Float64, "Point estimate."),
+        Col::new("lo", Float64, "Lower end of the 95% interval (NaN when none)."),
+        Col::new("hi", Float64, "Upper end of the 95% interval (NaN when none)."),
+        Col::new("n", Int64, "How many items the estimate rests on."),
+        Col::new("source", Utf8, "Key of the artifact that measured it."),
+    ],
+};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricRow {
+    pub model: String,
+    pub kind: String,
+    pub size: String,
+    pub params: i64,
+    pub metric: String,
+    pub value: f64,
+    pub lo: f64,
+    pub hi: f64,
+    pub n: i64,
+    pub source: String,
+}
+
 pub fn comparisons_of(r: &RankingRow) -> Vec<ComparisonRow> {
     let mut out = Vec::new();
     for i in 0..r.responses.len() {
@@ -334,6 +365,7 @@ pub const ALL: &[TableSpec] = &[
     TIMING,
     ROLLOUTS,
     BENCHMARKS,
+    METRICS,
 ];
 
 #[cfg(test)]
