@@ -80,3 +80,16 @@ pub fn replace_dir_atomic(dest: &Path, fill: impl FnOnce(&Path) -> Result<()>) -
     }
     Ok(())
 }
+
+/// Copies the files (not sub-directories) of model directory `from` into `to`, creating it.
+pub fn copy_model_files(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).map_err(|e| ModelError::io("create directory", to, e))?;
+    for entry in std::fs::read_dir(from).map_err(|e| ModelError::io("read directory", from, e))? {
+        let path = entry.map_err(|e| ModelError::io("read directory", from, e))?.path();
+        if path.is_file() {
+            let name = path.file_name().expect("a file has a name");
+            std::fs::copy(&path, to.join(name)).map_err(|e| ModelError::io("copy", &path, e))?;
+        }
+    }
+    Ok(())
+}

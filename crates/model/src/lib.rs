@@ -36,6 +36,7 @@
 pub mod attention;
 pub mod batch;
 pub mod bench;
+pub mod bundle;
 pub mod config;
 pub mod dropout;
 pub mod error;

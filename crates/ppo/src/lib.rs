@@ -1,8 +1,23 @@
-//! ppo (stages land in a later change).
+//! Stage 3 of the method: PPO with a KL penalty against the SFT model, and
+//! the pretraining mix (PPO-ptx).
+//!
+//! | stage | inputs | outputs |
+//! |---|---|---|
+//! | `ppo.ppo` | `policy` (SFT), `reward` (RM), `prompts`, optional `text` | `model/` (EMA policy), `checkpoints/iter-NNNN/`, `train_log`, `timing`, `rollouts` |
+//!
+//! The math (KL estimators, GAE, whitening, clipped losses) is in [`math`]
+//! with golden tests; the loop is [`trainer`]. Key design decision: the
+//! value model is a separate network started from the reward model, its head
+//! rescaled by least squares to the first iteration's returns, trained by its
+//! own optimizer; and the oracle control swaps only the score, so a run with
+//! `oracle = true` tells a broken PPO from a weak reward model.
 
 pub mod math;
+pub mod params;
+pub mod stage;
+pub mod trainer;
 
 /// The stages of this crate.
 pub fn stages() -> Vec<Box<dyn lineage::Stage>> {
-    Vec::new()
+    vec![lineage::stage::<stage::Ppo>()]
 }

@@ -5,7 +5,7 @@
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use lineage::log::TrainLog;
 use lineage::{Progress, Validate};
 use model::train::TrainEvent;
@@ -120,17 +120,4 @@ impl Observer {
         self.bar.finish_and_clear();
         self.log
     }
-}
-
-/// Copies a model directory's files (config, weights, tokenizer, format) into `to`.
-pub fn copy_model_dir(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
-        let path = entry?.path();
-        if path.is_file() {
-            let name = path.file_name().expect("a file has a name");
-            std::fs::copy(&path, to.join(name)).with_context(|| format!("copying {}", path.display()))?;
-        }
-    }
-    Ok(())
 }

@@ -11,7 +11,8 @@ use model::tokenizer::{EncodedPair, InstructionFormat, Tokenizer};
 use model::train::{self, AdamWConfig, RunDir, SftConfig, TrainConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::common::{Observer, copy_model_dir};
+use crate::common::Observer;
+use model::fsutil::copy_model_files;
 
 pub struct Sft;
 
@@ -178,7 +179,7 @@ impl TypedStage for Sft {
         format.save_to_dir(&model_dir)?;
         for dir in &report.epoch_dirs {
             let name = dir.file_name().expect("epoch dirs have names").to_string_lossy().into_owned();
-            copy_model_dir(dir, ctx.out_path(&format!("epochs/{name}/config.json"))?.parent().expect("dir"))?;
+            copy_model_files(dir, ctx.out_path(&format!("epochs/{name}/config.json"))?.parent().expect("dir"))?;
         }
         ctx.metric("epochs_kept", report.epoch_dirs.len() as f64);
         log.write(ctx)

@@ -271,6 +271,16 @@ pub enum Task {
     Choice { occupation: String, options: Vec<String>, stereotype: String },
 }
 
+/// Reads the `meta` column of a prompts table: `Ok(None)` for rows without world metadata (`{}` or
+/// empty, as user data has), an error naming what is wrong for anything else.
+pub fn parse_meta(json: &str) -> Result<Option<TaskMeta>, String> {
+    let t = json.trim();
+    if t.is_empty() || t == "{}" || t == "null" {
+        return Ok(None);
+    }
+    serde_json::from_str(t).map(Some).map_err(|e| format!("not the world's task metadata: {e}"))
+}
+
 /// Hidden metadata of a prompt: everything the gold judge needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskMeta {

@@ -1,0 +1,344 @@
+//! `rm.rm`: train the reward model on K-way rankings.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use candle_core::Tensor;
+use lineage::log::TrainLog;
+use lineage::tables::{DEMONSTRATIONS, DemonstrationRow, PROMPTS, PromptRow, RANKINGS, RankingRow, TIMING, TRAIN_LOG};
+use lineage::{InputSpec, StageContext, TableSpec, TypedStage, Validate};
+use model::batch::Batch;
+use model::bundle::{Bundle, score_pairs};
+use model::lm::ScalarModel;
+use model::train::{self, AdamW, AdamWConfig, Grads, LrSchedule, ParamGroup, data::epoch_order};
+use serde::{Deserialize, Serialize};
+use world::labelers::{Pool, Preference};
+use world::meta::{Response, parse_meta};
+
+use crate::loss::ranking_loss;
+
+pub struct RewardModel;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RmParams {
+    /// The paper trains one epoch: more overfits.
+    pub epochs: u64,
+    /// Rankings (prompts) per optimizer step; each contributes its K responses.
+    pub batch_prompts: usize,
+    pub lr: f64,
+    /// The scalar head's learning rate is `lr * head_lr_mult`.
+    pub head_lr_mult: f64,
+    /// Standard deviation of the head's random init.
+    pub head_std: f64,
+    pub warmup_steps: u64,
+    pub min_lr_ratio: f64,
+    pub weight_decay: f64,
+    pub grad_clip: f64,
+    /// Longest prompt and response, in tokens (longer ones are cut).
+    pub max_prompt_tokens: usize,
+    pub max_response_tokens: usize,
+    /// Population seed and size of the held-out labelers the RM is checked against.
+    pub labeler_seed: u64,
+    pub heldout_labelers: usize,
+    /// Demonstrations used to normalise the reward (0: all).
+    pub norm_max_demos: usize,
+}
+
+impl Default for RmParams {
+    fn default() -> Self {
+        RmParams {
+            epochs: 1,
+            batch_prompts: 8,
+            lr: 3e-4,
+            head_lr_mult: 10.0,
+            head_std: 0.02,
+            warmup_steps: 5,
+            min_lr_ratio: 0.1,
+            weight_decay: 0.0,
+            grad_clip: 1.0,
+            max_prompt_tokens: 96,
+            max_response_tokens: 64,
+            labeler_seed: 0,
+            heldout_labelers: 4,
+            norm_max_demos: 512,
+        }
+    }
+}
+
+impl Validate for RmParams {
+    fn validate(&self) -> Result<(), String> {
+        if self.epochs == 0 || self.batch_prompts == 0 {
+            return Err("epochs and batch_prompts must be at least 1".into());
+        }
+        if !(self.lr > 0.0 && self.head_lr_mult > 0.0 && self.head_std >= 0.0) {
+            return Err("lr and head_lr_mult must be > 0, head_std >= 0".into());
+        }
+        if self.max_prompt_tokens == 0 || self.max_response_tokens == 0 {
+            return Err("max_prompt_tokens and max_response_tokens must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// A ranking encoded for the reward model.
+pub struct EncodedRanking {
+    pub pairs: Vec<(Vec<u32>, Vec<u32>)>,
+    pub ranks: Vec<i32>,
+}
+
+/// Encodes one (prompt, response) as the reward model reads it: the prompt in the instruction
+/// format, then the response and EOS, each cut to its limit (the prompt from the left).
+pub fn encode_for_rm(
+    b: &Bundle,
+    prompt: &str,
+    response: &str,
+    max_prompt: usize,
+    max_response: usize,
+) -> Result<(Vec<u32>, Vec<u32>)> {
+    let mut p = b.format.encode_prompt(&b.tok, prompt)?;
+    if p.len() > max_prompt {
+        p.drain(..p.len() - max_prompt);
+    }
+    let mut r = b.tok.encode(response)?;
+    r.truncate(max_response.saturating_sub(1));
+    r.push(b.eos);
+    Ok((p, r))
+}
+
+fn encode_rankings(b: &Bundle, rows: &[RankingRow], p: &RmParams) -> Result<Vec<EncodedRanking>> {
+    rows.iter()
+        .map(|r| {
+            if r.responses.len() != r.ranks.len() {
+                bail!(
+                    "rankings table, ranking {}: {} responses but {} ranks",
+                    r.ranking_id,
+                    r.responses.len(),
+                    r.ranks.len()
+                );
+            }
+            let pairs = r
+                .responses
+                .iter()
+                .map(|resp| encode_for_rm(b, &r.prompt, resp, p.max_prompt_tokens, p.max_response_tokens))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(EncodedRanking { pairs, ranks: r.ranks.clone() })
+        })
+        .collect()
+}
+
+/// Loss and accuracy of a set of rankings (each is one batch element; one forward over all their
+/// responses). The loss is the mean over rankings with at least one non-tied pair.
+fn batch_loss(rm: &ScalarModel, items: &[&EncodedRanking]) -> Result<Option<(Tensor, usize, usize)>> {
+    let all: Vec<(Vec<u32>, Vec<u32>)> = items.iter().flat_map(|e| e.pairs.iter().cloned()).collect();
+    let batch = Batch::aligned(&all, rm.device())?;
+    let rewards = rm.rewards(&batch, None)?;
+    let (mut losses, mut pairs, mut correct, mut off) = (Vec::new(), 0, 0, 0);
+    for e in items {
+        let k = e.pairs.len();
+        if let Some((loss, stats)) = ranking_loss(&rewards.narrow(0, off, k)?, &e.ranks)? {
+            losses.push(loss);
+            pairs += stats.pairs;
+            correct += stats.correct;
+        }
+        off += k;
+    }
+    if losses.is_empty() {
+        return Ok(None);
+    }
+    let n = losses.len() as f64;
+    Ok(Some(((Tensor::stack(&losses, 0)?.sum_all()? / n)?, pairs, correct)))
+}
+
+/// Mean loss and pairwise accuracy over `set`, no gradients.
+fn evaluate(rm: &ScalarModel, set: &[EncodedRanking], batch: usize) -> Result<(f64, f64, usize)> {
+    let frozen = rm.frozen()?;
+    let (mut loss, mut n, mut pairs, mut correct) = (0.0, 0usize, 0usize, 0usize);
+    for chunk in set.chunks(batch.max(1)) {
+        let items: Vec<&EncodedRanking> = chunk.iter().collect();
+        if let Some((l, p, c)) = batch_loss(&frozen, &items)? {
+            let k = items.iter().filter(|e| e.ranks.iter().any(|r| *r != e.ranks[0])).count();
+            loss += l.to_scalar::<f32>()? as f64 * k as f64;
+            n += k;
+            pairs += p;
+            correct += c;
+        }
+    }
+    Ok((loss / n.max(1) as f64, correct as f64 / pairs.max(1) as f64, pairs))
+}
+
+impl TypedStage for RewardModel {
+    type Params = RmParams;
+    const NAME: &'static str = "rm.rm";
+    const ABOUT: &'static str =
+        "Train the reward model on K-way rankings from the SFT trunk; normalise so demonstrations score 0.";
+    const INPUTS: &'static [InputSpec] = &[
+        InputSpec::one("base", "The SFT model artifact whose trunk the reward model starts from."),
+        InputSpec::one("rankings", "A rankings table (train split trains, validation split validates)."),
+        InputSpec::optional("demonstrations", "Demonstrations: the reward is shifted so their mean is 0."),
+        InputSpec::optional("prompts", "Prompts with task metadata: agreement with held-out labelers."),
+    ];
+    const OUTPUTS: &'static [TableSpec] = &[TRAIN_LOG, TIMING];
+    const USES_DEVICE: bool = true;
+    const HEADLINE: Option<&'static str> = Some("val_accuracy");
+    fn code() -> lineage::CodeIdentity {
+        lineage::code_identity!()
+    }
+
+    fn run(ctx: &mut StageContext, p: &RmParams) -> Result<()> {
+        let dir = ctx.input("base")?.model_dir();
+        let device = train::parse_device(&ctx.device)?;
+        let base = Bundle::load(&dir, &device).with_context(|| format!("loading {}", dir.display()))?;
+        let rm = ScalarModel::from_causal_lm(&base.lm, p.head_std, ctx.derive_seed("head"))?;
+
+        let rows: Vec<RankingRow> = ctx.read_rows("rankings", &RANKINGS)?;
+        let train_rows: Vec<RankingRow> = rows.iter().filter(|r| r.split == "train").cloned().collect();
+        let val_rows: Vec<RankingRow> = rows.iter().filter(|r| r.split == "validation").cloned().collect();
+        if train_rows.is_empty() {
+            bail!("the rankings table has no train-split rows");
+        }
+        let train_set = encode_rankings(&base, &train_rows, p)?;
+        let val_set = encode_rankings(&base, &val_rows, p)?;
+        ctx.metric("train_rankings", train_set.len() as f64);
+        ctx.metric("val_rankings", val_set.len() as f64);
+
+        let steps_per_epoch = train_set.len().div_ceil(p.batch_prompts) as u64;
+        let total = steps_per_epoch * p.epochs;
+        let sched = LrSchedule::new(p.lr, p.warmup_steps.min(total / 2), total, p.min_lr_ratio);
+        let mut opt = AdamW::new(
+            rm.params(),
+            AdamWConfig { weight_decay: p.weight_decay, ..AdamWConfig::default() },
+            vec![ParamGroup::new("score.", p.head_lr_mult)],
+        )?;
+        let mut log = TrainLog::default();
+        let bar = ctx.progress().bar(total, format!("{} reward model", ctx.step));
+        let order_seed = ctx.derive_seed("order");
+        let mut step = 0u64;
+        for epoch in 0..p.epochs {
+            let order = epoch_order(train_set.len(), order_seed, epoch);
+            for idx in order.chunks(p.batch_prompts) {
+                let t0 = Instant::now();
+                let items: Vec<&EncodedRanking> = idx.iter().map(|&i| &train_set[i]).collect();
+                let Some((loss, pairs, correct)) = batch_loss(&rm, &items)? else { continue };
+                let mut grads = Grads::backward(&loss, rm.params())?;
+                let norm = grads.clip(p.grad_clip)?;
+                let lr = sched.lr(step);
+                opt.step(&grads, lr)?;
+                step += 1;
+                let l = loss.to_scalar::<f32>()? as f64;
+                log.record(step, "loss", l);
+                log.record(step, "accuracy", correct as f64 / pairs as f64);
+                log.record(step, "lr", lr);
+                log.record(step, "grad_norm", norm);
+                log.time(step, "step_s", t0.elapsed().as_secs_f64());
+                bar.set_position(step);
+                bar.set_message(format!("loss {l:.3}"));
+            }
+            if !val_set.is_empty() {
+                let (vl, va, _) = evaluate(&rm, &val_set, p.batch_prompts)?;
+                log.record(step, "val_loss", vl);
+                log.record(step, "val_accuracy", va);
+            }
+        }
+        bar.finish_and_clear();
+        let tail = log.series("loss");
+        let recent = &tail[tail.len().saturating_sub(20)..];
+        ctx.metric("final_train_loss", recent.iter().map(|(_, v)| v).sum::<f64>() / recent.len().max(1) as f64);
+
+        if !val_set.is_empty() {
+            let (vl, va, pairs) = evaluate(&rm, &val_set, p.batch_prompts)?;
+            ctx.metric("val_loss", vl);
+            ctx.metric("val_accuracy", va);
+            ctx.metric("val_pairs", pairs as f64);
+        } else {
+            ctx.warn("no validation-split rankings: no validation accuracy");
+        }
+
+        // Normalise: demonstrations' mean reward -> 0, folded into the head's bias.
+        if let Some(demo) = ctx.optional_input("demonstrations") {
+            let demos: Vec<DemonstrationRow> = demo.read_rows(&DEMONSTRATIONS)?;
+            let take = if p.norm_max_demos == 0 { demos.len() } else { p.norm_max_demos.min(demos.len()) };
+            let pairs = demos[..take]
+                .iter()
+                .map(|d| encode_for_rm(&base, &d.prompt, &d.response, p.max_prompt_tokens, p.max_response_tokens))
+                .collect::<Result<Vec<_>>>()?;
+            if !pairs.is_empty() {
+                let scores = score_pairs(&rm, &pairs, 32)?;
+                let mean = scores.iter().map(|&s| s as f64).sum::<f64>() / scores.len() as f64;
+                let bias = rm.params().get("score.bias").context("the reward model has no score.bias")?;
+                bias.set(&(bias.as_tensor() - mean)?)?;
+                ctx.metric("norm_offset", mean);
+                ctx.metric("norm_demos", pairs.len() as f64);
+            }
+        } else {
+            ctx.warn("no demonstrations: the reward is not normalised");
+        }
+
+        if let Some(prompts) = ctx.optional_input("prompts") {
+            let prompts: Vec<PromptRow> = prompts.read_rows(&PROMPTS)?;
+            heldout_agreement(ctx, &base, &rm, &val_rows, &prompts, p)?;
+        }
+
+        let out = ctx.out_path("model/config.json")?.parent().expect("model dir").to_path_buf();
+        rm.save(&out)?;
+        base.tok.save_to_dir(&out)?;
+        base.format.save_to_dir(&out)?;
+        log.write(ctx)
+    }
+}
+
+/// Agreement with held-out labelers on the validation rankings' non-tied pairs, for the reward model
+/// and, as the yardstick, for the training labeler who made each ranking.
+fn heldout_agreement(
+    ctx: &mut StageContext,
+    base: &Bundle,
+    rm: &ScalarModel,
+    val: &[RankingRow],
+    prompts: &[PromptRow],
+    p: &RmParams,
+) -> Result<()> {
+    if p.heldout_labelers == 0 || val.is_empty() {
+        return Ok(());
+    }
+    let meta: BTreeMap<&str, &str> = prompts.iter().map(|r| (r.prompt_id.as_str(), r.meta.as_str())).collect();
+    let pool = Pool::new(p.labeler_seed, 0, p.heldout_labelers);
+    let (mut rm_agree, mut lab_agree, mut n) = (0usize, 0usize, 0usize);
+    for (i, r) in val.iter().enumerate() {
+        let Some(Ok(Some(m))) = meta.get(r.prompt_id.as_str()).map(|j| parse_meta(j)) else { continue };
+        let pairs = r
+            .responses
+            .iter()
+            .map(|resp| encode_for_rm(base, &r.prompt, resp, p.max_prompt_tokens, p.max_response_tokens))
+            .collect::<Result<Vec<_>>>()?;
+        let scores = score_pairs(rm, &pairs, 32)?;
+        let h = &pool.heldout[i % pool.heldout.len()];
+        for a in 0..r.responses.len() {
+            for b in (a + 1)..r.responses.len() {
+                if r.ranks[a] == r.ranks[b] || r.responses[a] == r.responses[b] {
+                    continue;
+                }
+                let pref = h.compare(
+                    &r.prompt_id,
+                    &m,
+                    &Response::new(r.responses[a].clone(), true),
+                    &Response::new(r.responses[b].clone(), true),
+                );
+                let held_a = match pref {
+                    Preference::A => true,
+                    Preference::B => false,
+                    Preference::Tie => continue,
+                };
+                n += 1;
+                rm_agree += usize::from((scores[a] > scores[b]) == held_a);
+                lab_agree += usize::from((r.ranks[a] < r.ranks[b]) == held_a);
+            }
+        }
+    }
+    if n > 0 {
+        ctx.metric("heldout_agreement_rm", rm_agree as f64 / n as f64);
+        ctx.metric("heldout_agreement_labelers", lab_agree as f64 / n as f64);
+        ctx.metric("heldout_pairs", n as f64);
+    }
+    Ok(())
+}
