@@ -173,13 +173,12 @@ impl TypedStage for EvalModel {
             meta: j.meta.clone(),
             response: Response::new(s.response.clone(), s.finish_reason == "eos"),
         };
+        let all: Vec<Item> = jobs.iter().zip(&samples).map(|(j, s)| item(j, s)).collect();
         let plain: Vec<Item> =
-            jobs.iter().zip(&samples).filter(|(j, _)| j.variant.is_none()).map(|(j, s)| item(j, s)).collect();
-        let instructed: Vec<Item> =
-            jobs.iter().zip(&samples).filter(|(j, _)| j.variant.is_some()).map(|(j, s)| item(j, s)).collect();
+            jobs.iter().zip(&all).filter(|(j, _)| j.variant.is_none()).map(|(_, i)| i.clone()).collect();
         let mut measures = metrics::helpfulness(&plain, &boot);
-        measures.extend(metrics::honesty(&plain, &instructed, &boot));
-        measures.extend(metrics::harmlessness(&plain, &instructed, &boot));
+        measures.extend(metrics::honesty(&all, &boot));
+        measures.extend(metrics::harmlessness(&all, &boot));
 
         // The alignment tax.
         measures.extend(perplexity(ctx, p, &lm, &tok, eos)?);

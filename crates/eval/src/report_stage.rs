@@ -137,20 +137,34 @@ impl TypedStage for EvalReport {
         let baseline = load(&baseline_input)?;
         let mut models: Vec<Evaluated> = Vec::new();
         let mut cited = Vec::new();
+        let mut labels: Vec<String> = Vec::new();
+        let mut inputs: Vec<InputArtifact> = Vec::new();
         for input in ctx.inputs("models").iter().chain([&baseline_input]) {
-            let mut e = load(input)?;
+            let e = load(input)?;
             if models.iter().any(|m| m.key == e.key) {
                 continue; // the baseline is usually one of the models too
             }
-            let base_name = e.name.clone();
-            if models.iter().any(|m| m.name == e.name) {
-                e.name = format!("{base_name} ({})", e.kind);
-            }
-            if models.iter().any(|m| m.name == e.name) {
-                e.name = format!("{base_name} ({})", input.label);
-            }
-            cited.push(cite(input, &e.name));
+            labels.push(input.label.clone());
+            inputs.push(input.clone());
             models.push(e);
+        }
+        // A model evaluated twice (base and few-shot base) is named by kind,
+        // then by evaluation step.
+        let step_names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
+        let count = |names: &[String], n: &str| names.iter().filter(|x| *x == n).count();
+        for (m, step) in models.iter_mut().zip(&step_names) {
+            if count(&step_names, step) > 1 {
+                m.name = format!("{step} ({})", m.kind);
+            }
+        }
+        let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
+        for ((m, step), label) in models.iter_mut().zip(&step_names).zip(&labels) {
+            if count(&names, &m.name) > 1 {
+                m.name = format!("{step} ({label})");
+            }
+        }
+        for (m, input) in models.iter().zip(&inputs) {
+            cited.push(cite(input, &m.name));
         }
         if models.is_empty() {
             bail!("eval.report needs at least one `models` input");

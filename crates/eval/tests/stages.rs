@@ -251,13 +251,13 @@ fn eval_model_and_report_end_to_end() {
         h.run("report", "eval.report", json!({ "bootstrap": 200, "examples": 3 }), &report_inputs);
     let all: Vec<MetricRow> = rows(&report, &METRICS);
     let win = |model: &str| all.iter().find(|r| r.model == model && r.metric == "win_rate").unwrap_or_else(|| panic!("no win rate of {model}: {all:?}"));
-    assert_eq!(win("sft@smoke").value, 0.5, "the baseline ties with itself");
-    for m in ["sft@smoke", "ppo_ptx@smoke", "sft@smoke (base_few_shot)"] {
+    assert_eq!(win("sft@smoke (sft)").value, 0.5, "the baseline ties with itself");
+    for m in ["sft@smoke (sft)", "ppo_ptx@smoke", "sft@smoke (base_few_shot)"] {
         let w = win(m);
         assert!((0.0..=1.0).contains(&w.value) && w.lo <= w.value && w.value <= w.hi, "{w:?}");
         assert_eq!(w.source, report.manifest.key, "computed by the report");
     }
-    let ratio = all.iter().find(|r| r.model == "sft@smoke" && r.metric == "pretrain_ppl_vs_sft").unwrap();
+    let ratio = all.iter().find(|r| r.model == "sft@smoke (sft)" && r.metric == "pretrain_ppl_vs_sft").unwrap();
     assert!((ratio.value - 1.0).abs() < 1e-12);
     assert!(all.iter().any(|r| r.model == "ppo_ptx@smoke" && r.metric == "likert" && r.source == ptx.manifest.key));
     assert!(all.iter().all(|r| r.value.is_finite()), "every merged number is finite");
