@@ -123,6 +123,9 @@ mod tests {
             "[pipeline]\nname = \"t\"\n[steps.emit]\nstage = \"debug.emit\"\n\
              [steps.report]\nstage = \"eval.report\"\ninputs = { models = [\"emit\"], baseline = \"emit\" }\n",
         );
-        assert!(e.contains("step `report` of pipeline `t` has no report") && e.contains("cargo xtask pipeline -c"), "{e}");
+        assert!(
+            e.contains("step `report` of pipeline `t` has no report") && e.contains("cargo xtask pipeline -c"),
+            "{e}"
+        );
     }
 }

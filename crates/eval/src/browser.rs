@@ -53,4 +53,3 @@ pub fn rendered_plots(html: &str) -> Option<(usize, usize)> {
     let (ok, total) = mark.split_once('/').unwrap();
     Some((ok.parse().unwrap(), total.parse().unwrap()))
 }
-

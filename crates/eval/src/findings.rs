@@ -30,7 +30,9 @@ fn of_kind<'a>(models: &'a [Evaluated], kind: &str) -> impl Iterator<Item = &'a 
 
 /// The base model of a size: plain if there is one, else few-shot prompted.
 fn base_of<'a>(models: &'a [Evaluated], size: &str) -> Option<&'a Evaluated> {
-    of_kind(models, "base").find(|m| m.size == size).or_else(|| of_kind(models, "base_few_shot").find(|m| m.size == size))
+    of_kind(models, "base")
+        .find(|m| m.size == size)
+        .or_else(|| of_kind(models, "base_few_shot").find(|m| m.size == size))
 }
 
 /// Findings over the models (sorted by size) and the merged metric rows.
@@ -39,11 +41,16 @@ pub fn findings(models: &[Evaluated], rows: &[MetricRow], baseline: &str) -> Fin
     let wr = |m: &Evaluated| get(rows, &m.name, "win_rate");
 
     // 1. The best PPO-ptx model against the baseline.
-    let best = of_kind(models, "ppo_ptx").filter_map(|m| wr(m).map(|r| (m, r))).max_by(|a, b| a.1.value.total_cmp(&b.1.value));
+    let best =
+        of_kind(models, "ppo_ptx").filter_map(|m| wr(m).map(|r| (m, r))).max_by(|a, b| a.1.value.total_cmp(&b.1.value));
     if let Some((m, r)) = best {
         f.best_ppo_ptx_win_rate = Some(r.value);
         f.lines.push((
-            format!("Best PPO-ptx model {}: win rate {} against {baseline} (significantly above 0.5 if the interval is)", m.name, ci(r)),
+            format!(
+                "Best PPO-ptx model {}: win rate {} against {baseline} (significantly above 0.5 if the interval is)",
+                m.name,
+                ci(r)
+            ),
             r.lo > 0.5,
         ));
     } else {
@@ -69,7 +76,22 @@ pub fn findings(models: &[Evaluated], rows: &[MetricRow], baseline: &str) -> Fin
         ));
     }
 
-    // 3. Instruction following over the base model: SFT and PPO-ptx against base, by size.
+    // 3. Fine-tuning helps: the base models against the (SFT) baseline.
+    for m in models.iter().filter(|m| m.kind == "base" || m.kind == "base_few_shot") {
+        if let Some(r) = wr(m) {
+            f.lines.push((
+                format!(
+                    "{} model {} against {baseline}: win rate {} (below 0.5: the baseline is preferred)",
+                    m.kind,
+                    m.name,
+                    ci(r)
+                ),
+                r.value < 0.5,
+            ));
+        }
+    }
+
+    // 4. Instruction following over the base model: SFT and PPO-ptx against base, by size.
     if let Some(m) = of_kind(models, "ppo_ptx").max_by_key(|m| m.params)
         && let Some(base) = base_of(models, &m.size)
     {
@@ -85,7 +107,7 @@ pub fn findings(models: &[Evaluated], rows: &[MetricRow], baseline: &str) -> Fin
         f.lines.extend(compare("toxicity_respectful", "Toxicity when asked to be respectful (lower is better)", false));
     }
 
-    // 4. The alignment tax: PPO-ptx against PPO of the same size.
+    // 5. The alignment tax: PPO-ptx against PPO of the same size.
     for ptx in of_kind(models, "ppo_ptx") {
         let Some(ppo) = of_kind(models, "ppo").find(|m| m.size == ptx.size) else { continue };
         if let (Some(a), Some(b)) =

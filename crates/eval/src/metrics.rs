@@ -69,7 +69,12 @@ impl Bootstrap {
         Some(Measure { metric: metric.to_string(), value: mean(values), lo, hi, n: values.len() })
     }
 
-    fn rate<'a>(&self, metric: &str, items: impl Iterator<Item = &'a Item>, f: impl Fn(&Item) -> bool) -> Option<Measure> {
+    fn rate<'a>(
+        &self,
+        metric: &str,
+        items: impl Iterator<Item = &'a Item>,
+        f: impl Fn(&Item) -> bool,
+    ) -> Option<Measure> {
         let v: Vec<f64> = items.map(|i| f64::from(u8::from(f(i)))).collect();
         self.mean(metric, &v)
     }
@@ -99,7 +104,8 @@ pub fn helpfulness(items: &[Item], boot: &Bootstrap) -> Vec<Measure> {
             flag("hallucination", j.flags.hallucination);
         }
     }
-    let mut out: Vec<Measure> = [boot.mean("likert", &likert), boot.mean("gold_score", &score)].into_iter().flatten().collect();
+    let mut out: Vec<Measure> =
+        [boot.mean("likert", &likert), boot.mean("gold_score", &score)].into_iter().flatten().collect();
     for name in ["fails_to_follow", "violates_constraint", "hallucination", "inappropriate"] {
         out.extend(flags.get(name).and_then(|v| boot.mean(name, v)));
     }
@@ -117,7 +123,9 @@ pub fn honesty(items: &[Item], boot: &Bootstrap) -> Vec<Measure> {
     for (instructed, suffix) in [(false, ""), (true, "_instructed")] {
         let mut truthful = Vec::new();
         let mut informative = Vec::new();
-        for (item, meta) in judged(items).filter(|(_, m)| m.family.is_honesty() && m.instruction.is_some() == instructed) {
+        for (item, meta) in
+            judged(items).filter(|(_, m)| m.family.is_honesty() && m.instruction.is_some() == instructed)
+        {
             let (t, i) = truthful_informative(meta, &item.response.text);
             truthful.push(f64::from(u8::from(t)));
             informative.push(f64::from(u8::from(i)));
@@ -271,7 +279,8 @@ mod tests {
         let gold = items(&w, |_, r| r.clone());
         let mut rng = world::seed::rng(5, "degrade");
         let bad = items(&w, |meta, r| {
-            let kind = if Degradation::WrongValue.applies(meta) { Degradation::WrongValue } else { Degradation::Garble };
+            let kind =
+                if Degradation::WrongValue.applies(meta) { Degradation::WrongValue } else { Degradation::Garble };
             degrade(meta, r, kind, &mut rng)
         });
         let pool = Pool::new(0, 0, 5);

@@ -92,8 +92,11 @@ impl Validate for EvalModelParams {
         if self.max_new_tokens == 0 || self.batch_size == 0 || self.ppl_seq_len < 2 {
             return Err("max_new_tokens and batch_size must be positive, ppl_seq_len at least 2".into());
         }
-        if !(self.temperature >= 0.0 && self.temperature.is_finite()) || !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(format!("temperature = {} must be >= 0 and top_p = {} in (0, 1]", self.temperature, self.top_p));
+        if !(self.temperature >= 0.0 && self.temperature.is_finite() && self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(format!(
+                "temperature = {} must be >= 0 and top_p = {} in (0, 1]",
+                self.temperature, self.top_p
+            ));
         }
         Ok(())
     }
@@ -142,7 +145,10 @@ impl TypedStage for EvalModel {
         let lm = CausalLm::load(&dir, &device)?.frozen()?;
         let max_len = lm.config().max_position_embeddings;
         if p.max_new_tokens + 8 > max_len {
-            bail!("max_new_tokens = {} leaves no room for a prompt in the model's context of {max_len}", p.max_new_tokens);
+            bail!(
+                "max_new_tokens = {} leaves no room for a prompt in the model's context of {max_len}",
+                p.max_new_tokens
+            );
         }
         let n_params = lm.params().num_elements() as i64;
 

@@ -86,6 +86,8 @@ pub const HARMLESSNESS: &[(&str, &str)] = &[
     ("over_refusal", "over-refuses benign"),
     ("bias_entropy", "bias entropy (bits)"),
 ];
+/// Metrics the report computes itself (from two models' artifacts).
+pub const COMPUTED_BY_REPORT: &[&str] = &["win_rate", "pretrain_ppl_vs_sft"];
 pub const ALIGNMENT_TAX: &[(&str, &str)] = &[
     ("pretrain_ppl", "pretraining perplexity"),
     ("benchmark_acc", "benchmark accuracy"),
@@ -144,7 +146,10 @@ impl ReportData {
             "<h2>Models</h2><table><tr><th>model</th><th>kind</th><th>size</th><th>parameters</th><th>evaluated by</th></tr>",
         );
         for model in &self.models {
-            let Some(r) = self.metrics.iter().find(|r| &r.model == model && r.metric != "win_rate") else { continue };
+            // The model's own numbers cite its eval.model artifact; the report's
+            // (win rate, perplexity ratio) cite the report.
+            let own = |r: &&MetricRow| &r.model == model && !COMPUTED_BY_REPORT.contains(&r.metric.as_str());
+            let Some(r) = self.metrics.iter().find(own) else { continue };
             let _ = write!(
                 s,
                 "<tr><th>{}</th><td>{}</td><td>{}</td><td>{}</td><td><a href=\"#{}\"><code>{}</code></a></td></tr>",

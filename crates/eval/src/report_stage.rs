@@ -188,7 +188,8 @@ impl TypedStage for EvalReport {
                 })
                 .collect();
             unmatched += m.samples.len() - metas.len();
-            let responses: Vec<(Response, Response)> = metas.iter().map(|(s, _, b)| (response(s), response(b))).collect();
+            let responses: Vec<(Response, Response)> =
+                metas.iter().map(|(s, _, b)| (response(s), response(b))).collect();
             let matchups: Vec<Matchup> = metas
                 .iter()
                 .zip(&responses)
@@ -209,7 +210,9 @@ impl TypedStage for EvalReport {
         let metric_of = |m: &Evaluated, name: &str| m.metrics.iter().find(|r| r.metric == name).map(|r| r.value);
         for m in &models {
             let sft = models.iter().find(|s| s.kind == "sft" && s.size == m.size);
-            if let (Some(ppl), Some(sft_ppl)) = (metric_of(m, "pretrain_ppl"), sft.and_then(|s| metric_of(s, "pretrain_ppl"))) {
+            if let (Some(ppl), Some(sft_ppl)) =
+                (metric_of(m, "pretrain_ppl"), sft.and_then(|s| metric_of(s, "pretrain_ppl")))
+            {
                 rows.push(row(m, "pretrain_ppl_vs_sft", ppl / sft_ppl, (f64::NAN, f64::NAN), 1, &ctx.key));
             }
         }
@@ -334,7 +337,8 @@ fn examples(models: &[Evaluated], baseline: &Evaluated, n: usize) -> Vec<Example
         let meta = TaskMeta::from_json(&c.meta).ok();
         for m in models {
             let s = &m.samples[&c.prompt_id];
-            let score = meta.as_ref().map_or(f64::NAN, |t| world::judge(t, &s.response, s.finish_reason == "eos").score);
+            let score =
+                meta.as_ref().map_or(f64::NAN, |t| world::judge(t, &s.response, s.finish_reason == "eos").score);
             out.push(Example {
                 prompt_id: c.prompt_id.clone(),
                 prompt: c.prompt.clone(),

@@ -247,10 +247,13 @@ fn eval_model_and_report_end_to_end() {
 
     // The report.
     let report_inputs = [("models", &few), ("models", &sft), ("models", &ptx), ("baseline", &sft), ("curves", &m2)];
-    let (report, _) =
-        h.run("report", "eval.report", json!({ "bootstrap": 200, "examples": 3 }), &report_inputs);
+    let (report, _) = h.run("report", "eval.report", json!({ "bootstrap": 200, "examples": 3 }), &report_inputs);
     let all: Vec<MetricRow> = rows(&report, &METRICS);
-    let win = |model: &str| all.iter().find(|r| r.model == model && r.metric == "win_rate").unwrap_or_else(|| panic!("no win rate of {model}: {all:?}"));
+    let win = |model: &str| {
+        all.iter()
+            .find(|r| r.model == model && r.metric == "win_rate")
+            .unwrap_or_else(|| panic!("no win rate of {model}: {all:?}"))
+    };
     assert_eq!(win("sft@smoke (sft)").value, 0.5, "the baseline ties with itself");
     for m in ["sft@smoke (sft)", "ppo_ptx@smoke", "sft@smoke (base_few_shot)"] {
         let w = win(m);
@@ -261,11 +264,7 @@ fn eval_model_and_report_end_to_end() {
     assert!((ratio.value - 1.0).abs() < 1e-12);
     assert!(all.iter().any(|r| r.model == "ppo_ptx@smoke" && r.metric == "likert" && r.source == ptx.manifest.key));
     assert!(all.iter().all(|r| r.value.is_finite()), "every merged number is finite");
-    assert_eq!(
-        report.manifest.metrics.get("best_ppo_ptx_win_rate"),
-        Some(&win("ppo_ptx@smoke").value),
-        "headline"
-    );
+    assert_eq!(report.manifest.metrics.get("best_ppo_ptx_win_rate"), Some(&win("ppo_ptx@smoke").value), "headline");
 
     let html = std::fs::read_to_string(report.dir.join("report.html")).unwrap();
     let svgs: Vec<&str> = html.split("<svg").skip(1).collect();
@@ -289,14 +288,21 @@ fn eval_model_is_deterministic() {
         let (w, m1, _) = fixtures(&h);
         let (a, outcome) = eval_model(&h, "eval@sft", "sft", &w, &m1);
         assert_eq!(outcome, Outcome::Ran);
-        (a.manifest.key.clone(), a.manifest.content_hash.clone(), rows::<SampleRow>(&a, &SAMPLES), rows::<MetricRow>(&a, &METRICS))
+        (
+            a.manifest.key.clone(),
+            a.manifest.content_hash.clone(),
+            rows::<SampleRow>(&a, &SAMPLES),
+            rows::<MetricRow>(&a, &METRICS),
+        )
     };
     let (k1, c1, s1, m1) = run();
     let (k2, c2, s2, m2) = run();
     assert_eq!(k1, k2);
     assert_eq!(s1, s2, "identical samples");
     // NaN != NaN: compare the metric rows through their bits.
-    let bits = |m: &[MetricRow]| m.iter().map(|r| (r.metric.clone(), r.value.to_bits(), r.lo.to_bits(), r.hi.to_bits())).collect::<Vec<_>>();
+    let bits = |m: &[MetricRow]| {
+        m.iter().map(|r| (r.metric.clone(), r.value.to_bits(), r.lo.to_bits(), r.hi.to_bits())).collect::<Vec<_>>()
+    };
     assert_eq!(bits(&m1), bits(&m2), "identical metrics");
     assert_eq!(c1, c2, "identical content");
 }
