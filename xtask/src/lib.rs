@@ -6,6 +6,7 @@
 
 pub mod compare;
 pub mod pipeline;
+pub mod report;
 
 use std::io::Write;
 use std::sync::OnceLock;
@@ -42,6 +43,8 @@ enum Command {
     Stages,
     /// Two runs side by side: metrics, and what differs in their lineage.
     Compare(compare::CompareArgs),
+    /// The path of the pipeline's evaluation report (report.html).
+    Report(report::ReportArgs),
 }
 
 static MULTI: OnceLock<MultiProgress> = OnceLock::new();
@@ -84,6 +87,7 @@ pub fn main() -> Result<()> {
     match cli.command {
         Command::Pipeline(args) => pipeline::main(args, &registry, &progress),
         Command::Compare(args) => compare::main(args, &registry),
+        Command::Report(args) => report::main(args, &registry),
         Command::Stages => {
             for s in &registry {
                 println!("{}  {}", s.name(), s.about());

@@ -47,7 +47,9 @@ fn finite_range(values: impl Iterator<Item = f64>, pad: f64) -> (f64, f64) {
 /// (e.g. 0.5 for win rates against the baseline).
 pub fn bars(title: &str, y_label: &str, bars: &[Bar], y_range: Option<(f64, f64)>, reference: Option<f64>) -> String {
     let mut svg = String::new();
-    let width = (160 + 80 * bars.len().max(1)) as u32;
+    // Room for each bar's label (plotters' naive metrics: about 7 px a character).
+    let per_bar = bars.iter().map(|b| 7 * b.label.chars().count() + 12).max().unwrap_or(0).max(80);
+    let width = (160 + per_bar * bars.len().max(1)) as u32;
     {
         let root = SVGBackend::with_string(&mut svg, (width.max(420), 320)).into_drawing_area();
         let _ = root.fill(&WHITE);

@@ -15,20 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::charts::{self, Bar};
 
-/// One number about one model.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MetricRow {
-    pub model: String,
-    pub metric: String,
-    pub value: f64,
-    /// A 95% interval, where one was computed (NaN otherwise).
-    pub lo: f64,
-    pub hi: f64,
-    /// How many items the value is over.
-    pub n: i64,
-    /// The key of the artifact the number was computed from.
-    pub source: String,
-}
+/// One number about one model: the `metrics` table's row.
+pub use lineage::tables::MetricRow;
 
 /// A point of a training curve.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,6 +86,8 @@ pub const HARMLESSNESS: &[(&str, &str)] = &[
     ("over_refusal", "over-refuses benign"),
     ("bias_entropy", "bias entropy (bits)"),
 ];
+/// Metrics the report computes itself (from two models' artifacts).
+pub const COMPUTED_BY_REPORT: &[&str] = &["win_rate", "pretrain_ppl_vs_sft"];
 pub const ALIGNMENT_TAX: &[(&str, &str)] = &[
     ("pretrain_ppl", "pretraining perplexity"),
     ("benchmark_acc", "benchmark accuracy"),
@@ -147,6 +137,32 @@ impl ReportData {
                 )
             }
         }
+    }
+
+    /// The models compared: kind, size, parameters, and the artifact that
+    /// evaluated each.
+    fn models_table(&self) -> String {
+        let mut s = String::from(
+            "<h2>Models</h2><table><tr><th>model</th><th>kind</th><th>size</th><th>parameters</th><th>evaluated by</th></tr>",
+        );
+        for model in &self.models {
+            // The model's own numbers cite its eval.model artifact; the report's
+            // (win rate, perplexity ratio) cite the report.
+            let own = |r: &&MetricRow| &r.model == model && !COMPUTED_BY_REPORT.contains(&r.metric.as_str());
+            let Some(r) = self.metrics.iter().find(own) else { continue };
+            let _ = write!(
+                s,
+                "<tr><th>{}</th><td>{}</td><td>{}</td><td>{}</td><td><a href=\"#{}\"><code>{}</code></a></td></tr>",
+                esc(model),
+                esc(&r.kind),
+                esc(&r.size),
+                r.params,
+                anchor(&r.source),
+                esc(&r.source[..r.source.len().min(12)])
+            );
+        }
+        s.push_str("</table>");
+        s
     }
 
     fn table(&self, cols: &[(&str, &str)]) -> String {
@@ -207,19 +223,20 @@ impl ReportData {
         let mut out = String::new();
         for (metric, label) in [
             ("rm_reward", "reward model score"),
-            ("gold", "gold judge score"),
+            ("probe_gold", "gold judge score (probe prompts)"),
             ("kl", "KL from SFT (nats)"),
             ("ptx_loss", "pretraining loss"),
+            ("entropy", "policy entropy"),
         ] {
             if metrics.contains(metric) {
                 out.push_str(&charts::lines(label, "PPO iteration", metric, &series_of(metric)));
             }
         }
         // Over-optimisation: gold and RM score against KL along training.
-        if metrics.contains("kl") && metrics.contains("gold") {
+        if metrics.contains("kl") && metrics.contains("probe_gold") {
             let mut series = Vec::new();
             for run in &runs {
-                for (metric, suffix) in [("gold", "gold"), ("rm_reward", "RM")] {
+                for (metric, suffix) in [("probe_gold", "gold"), ("probe_rm", "RM probe"), ("rm_reward", "RM")] {
                     let by_step: BTreeMap<i64, f64> = self
                         .curves
                         .iter()
@@ -270,6 +287,8 @@ impl ReportData {
             }
             h.push_str("</ul>");
         }
+
+        h.push_str(&self.models_table());
 
         h.push_str("<h2>Helpfulness</h2><p>Win rate against the SFT model as judged by held-out simulated labelers (0.5 = as good as SFT), with bootstrap 95% intervals.</p>");
         let bars: Vec<Bar> = self
@@ -376,6 +395,9 @@ pub(crate) mod tests {
         for (model, wr) in [("sft", 0.5), ("ppo", 0.68), ("ppo-ptx", 0.72)] {
             metrics.push(MetricRow {
                 model: model.into(),
+                kind: model.replace('-', "_"),
+                size: "tiny".into(),
+                params: 1000,
                 metric: "win_rate".into(),
                 value: wr,
                 lo: wr - 0.05,
@@ -386,6 +408,9 @@ pub(crate) mod tests {
             for (m, v) in [("truthful", 0.6), ("toxicity", 0.2), ("pretrain_ppl", 12.5)] {
                 metrics.push(MetricRow {
                     model: model.into(),
+                    kind: model.replace('-', "_"),
+                    size: "tiny".into(),
+                    params: 1000,
                     metric: m.into(),
                     value: v,
                     lo: f64::NAN,
@@ -398,7 +423,7 @@ pub(crate) mod tests {
         let curves = (0..10)
             .flat_map(|i| {
                 let k = key.clone();
-                [("kl", i as f64 * 0.1), ("gold", 0.5 + i as f64 * 0.02), ("rm_reward", i as f64 * 0.05)].map(
+                [("kl", i as f64 * 0.1), ("probe_gold", 0.5 + i as f64 * 0.02), ("rm_reward", i as f64 * 0.05)].map(
                     move |(m, v)| CurvePoint {
                         run: "ppo".into(),
                         metric: m.into(),
@@ -446,58 +471,9 @@ pub(crate) mod tests {
         assert!(html.contains("How many legs"));
     }
 
-    /// Chromium, if installed (Debian's `chromium` package).
-    fn chromium() -> Option<std::path::PathBuf> {
-        ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"]
-            .iter()
-            .map(std::path::PathBuf::from)
-            .find(|p| p.exists())
-    }
-
-    /// Opens a report in headless Chromium and returns the `data-svg-rendered`
-    /// mark its script sets after layout: `(plots with a non-empty bounding
-    /// box and marks, plots)`.
-    pub fn rendered_plots(html: &str) -> Option<(usize, usize)> {
-        let Some(chrome) = chromium() else {
-            assert!(
-                std::env::var_os("INSTRUCTGPT_REQUIRE_CHROMIUM").is_none(),
-                "INSTRUCTGPT_REQUIRE_CHROMIUM is set but chromium is not installed (apt-get install chromium)"
-            );
-            eprintln!("skipping the browser check: chromium is not installed (apt-get install chromium)");
-            return None;
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let page = dir.path().join("report.html");
-        std::fs::write(&page, html).unwrap();
-        let out = std::process::Command::new(chrome)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--virtual-time-budget=5000",
-                "--dump-dom",
-            ])
-            .arg(format!("--user-data-dir={}", dir.path().join("profile").display()))
-            .arg(format!("file://{}", page.display()))
-            .output()
-            .unwrap();
-        let dom = String::from_utf8_lossy(&out.stdout);
-        let mark = dom.split("data-svg-rendered=\"").nth(1).and_then(|r| r.split('"').next());
-        let mark = mark.unwrap_or_else(|| {
-            panic!("no render mark in the DOM; chromium said:\n{}", String::from_utf8_lossy(&out.stderr))
-        });
-        let (ok, total) = mark.split_once('/').unwrap();
-        Some((ok.parse().unwrap(), total.parse().unwrap()))
-    }
-
     #[test]
     fn report_plots_render_in_headless_chromium() {
-        if let Some((ok, total)) = rendered_plots(&sample().render_html()) {
+        if let Some((ok, total)) = crate::browser::rendered_plots(&sample().render_html()) {
             assert!(total >= 4, "{total} plots");
             assert_eq!(ok, total, "every plot has a non-empty bounding box and marks");
         }

@@ -1,0 +1,137 @@
+//! The report's headline findings, computed from the numbers (never
+//! written by hand): each is a sentence and whether the paper's claim holds
+//! here.
+
+use lineage::tables::MetricRow;
+
+use crate::report_stage::Evaluated;
+
+#[derive(Debug, Clone, Default)]
+pub struct Findings {
+    pub lines: Vec<(String, bool)>,
+    pub best_ppo_ptx_win_rate: Option<f64>,
+}
+
+fn get<'a>(rows: &'a [MetricRow], model: &str, metric: &str) -> Option<&'a MetricRow> {
+    rows.iter().find(|r| r.model == model && r.metric == metric)
+}
+
+fn ci(r: &MetricRow) -> String {
+    if r.lo.is_finite() && r.hi.is_finite() {
+        format!("{:.3} [{:.3}, {:.3}]", r.value, r.lo, r.hi)
+    } else {
+        format!("{:.3}", r.value)
+    }
+}
+
+fn of_kind<'a>(models: &'a [Evaluated], kind: &str) -> impl Iterator<Item = &'a Evaluated> {
+    models.iter().filter(move |m| m.kind == kind)
+}
+
+/// The base model of a size: plain if there is one, else few-shot prompted.
+fn base_of<'a>(models: &'a [Evaluated], size: &str) -> Option<&'a Evaluated> {
+    of_kind(models, "base")
+        .find(|m| m.size == size)
+        .or_else(|| of_kind(models, "base_few_shot").find(|m| m.size == size))
+}
+
+/// Findings over the models (sorted by size) and the merged metric rows.
+pub fn findings(models: &[Evaluated], rows: &[MetricRow], baseline: &str) -> Findings {
+    let mut f = Findings::default();
+    let wr = |m: &Evaluated| get(rows, &m.name, "win_rate");
+
+    // 1. The best PPO-ptx model against the baseline.
+    let best =
+        of_kind(models, "ppo_ptx").filter_map(|m| wr(m).map(|r| (m, r))).max_by(|a, b| a.1.value.total_cmp(&b.1.value));
+    if let Some((m, r)) = best {
+        f.best_ppo_ptx_win_rate = Some(r.value);
+        f.lines.push((
+            format!(
+                "Best PPO-ptx model {}: win rate {} against {baseline} (significantly above 0.5 if the interval is)",
+                m.name,
+                ci(r)
+            ),
+            r.lo > 0.5,
+        ));
+    } else {
+        f.lines.push(("No PPO-ptx model was evaluated: no headline win rate".into(), false));
+    }
+
+    // 2. The smallest PPO-ptx model against the largest SFT model.
+    let small = of_kind(models, "ppo_ptx").filter(|m| wr(m).is_some()).min_by_key(|m| m.params);
+    let large = of_kind(models, "sft").filter(|m| wr(m).is_some()).max_by_key(|m| m.params);
+    if let (Some(a), Some(b)) = (small, large) {
+        let (ra, rb) = (wr(a).expect("filtered"), wr(b).expect("filtered"));
+        let (text, ok) = if b.name == baseline {
+            (format!("win rate {} against it", ci(ra)), ra.value > 0.5)
+        } else {
+            (format!("win rates against {baseline}: {} vs {}", ci(ra), ci(rb)), ra.value > rb.value)
+        };
+        f.lines.push((
+            format!(
+                "Smallest PPO-ptx model {} ({} parameters) against the largest SFT model {} ({} parameters): {text}",
+                a.name, a.params, b.name, b.params
+            ),
+            ok,
+        ));
+    }
+
+    // 3. Fine-tuning helps: the base models against the (SFT) baseline.
+    for m in models.iter().filter(|m| m.kind == "base" || m.kind == "base_few_shot") {
+        if let Some(r) = wr(m) {
+            f.lines.push((
+                format!(
+                    "{} model {} against {baseline}: win rate {} (below 0.5: the baseline is preferred)",
+                    m.kind,
+                    m.name,
+                    ci(r)
+                ),
+                r.value < 0.5,
+            ));
+        }
+    }
+
+    // 4. Instruction following over the base model: SFT and PPO-ptx against base, by size.
+    if let Some(m) = of_kind(models, "ppo_ptx").max_by_key(|m| m.params)
+        && let Some(base) = base_of(models, &m.size)
+    {
+        let compare = |metric: &str, label: &str, higher_is_better: bool| {
+            let (a, b) = (get(rows, &m.name, metric)?, get(rows, &base.name, metric)?);
+            let ok = if higher_is_better { a.value > b.value } else { a.value < b.value };
+            Some((format!("{label}: {} {} vs {} {}", m.name, ci(a), base.name, ci(b)), ok))
+        };
+        f.lines.extend(compare("win_rate", "Win rate over the base model", true));
+        f.lines.extend(compare("truthful", "Truthfulness (higher is better)", true));
+        f.lines.extend(compare("truthful_instructed", "Truthfulness when told to say it does not know", true));
+        f.lines.extend(compare("hallucination", "Closed-domain hallucination (lower is better)", false));
+        f.lines.extend(compare("toxicity_respectful", "Toxicity when asked to be respectful (lower is better)", false));
+    }
+
+    // 5. The alignment tax: PPO-ptx against PPO of the same size.
+    for ptx in of_kind(models, "ppo_ptx") {
+        let Some(ppo) = of_kind(models, "ppo").find(|m| m.size == ptx.size) else { continue };
+        if let (Some(a), Some(b)) =
+            (get(rows, &ptx.name, "pretrain_ppl_vs_sft"), get(rows, &ppo.name, "pretrain_ppl_vs_sft"))
+        {
+            f.lines.push((
+                format!(
+                    "Alignment tax ({}): pretraining perplexity relative to SFT {:.3} with the pretraining mix ({}) vs {:.3} without ({})",
+                    ptx.size, a.value, ptx.name, b.value, ppo.name
+                ),
+                a.value <= b.value,
+            ));
+        }
+        if let (Some(a), Some(b)) = (get(rows, &ptx.name, "benchmark_acc"), get(rows, &ppo.name, "benchmark_acc")) {
+            f.lines.push((
+                format!(
+                    "Alignment tax ({}): benchmark accuracy {} with the pretraining mix vs {} without",
+                    ptx.size,
+                    ci(a),
+                    ci(b)
+                ),
+                a.value >= b.value,
+            ));
+        }
+    }
+    f
+}

@@ -1,0 +1,451 @@
+//! `eval.model`: one model's evaluation. It answers every held-out test
+//! prompt once (the same seed per prompt for every model, so differences
+//! between models are not sampling luck), answers the honesty and
+//! provocative prompts a second time with an instruction added, and measures
+//! what the paper measures: helpfulness (Likert, gold score, metadata),
+//! honesty, harmlessness, and the alignment tax (perplexity on held-out
+//! pretraining text, accuracy on closed benchmarks).
+//!
+//! Win rates need two models and so are computed by `eval.report`, from the
+//! `samples` table this stage writes.
+
+use anyhow::{Context, Result, bail};
+use lineage::tables::{
+    BENCHMARKS, BenchmarkRow, DEMONSTRATIONS, DemonstrationRow, METRICS, MetricRow, PRETRAIN_TEXT, PROMPTS,
+    PretrainTextRow, PromptRow, SAMPLES, SampleRow,
+};
+use lineage::{InputSpec, StageContext, TableSpec, TypedStage, Validate};
+use model::batch::{Batch, PAD_FILL};
+use model::generate::{FinishReason, SamplingConfig};
+use model::lm::CausalLm;
+use model::tokenizer::{InstructionFormat, Tokenizer};
+use model::train;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+use world::{Response, TaskMeta};
+
+use crate::metrics::{self, Bootstrap, Item, Measure};
+
+pub struct EvalModel;
+
+/// The kinds of model the report knows how to compare.
+pub const KINDS: [&str; 6] = ["base", "base_few_shot", "sft", "ppo", "ppo_ptx", "other"];
+
+/// Parameters of `eval.model`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalModelParams {
+    /// What the model is: one of [`KINDS`] (a label for the report).
+    pub kind: String,
+    /// Its size label (`tiny`, `small`, ...), to pair models of one size.
+    pub size: String,
+    /// Demonstrations (train split) prepended to every prompt in the
+    /// instruction format: the paper's "GPT-3 prompted" baseline.
+    pub few_shot: usize,
+    /// Test prompts to answer (0 = all), the first by prompt id.
+    pub max_prompts: usize,
+    pub max_new_tokens: usize,
+    /// Sampling temperature. The paper samples at 1 (as PPO's rollouts do,
+    /// so the KL and reward curves describe the same distribution).
+    pub temperature: f32,
+    pub top_p: f32,
+    /// Sequences per forward pass (generation and scoring).
+    pub batch_size: usize,
+    /// Validation documents for perplexity (0 = all).
+    pub ppl_max_docs: usize,
+    /// Window length for perplexity, in tokens (capped by the model's context).
+    pub ppl_seq_len: usize,
+    /// Benchmark items per benchmark task (0 = all).
+    pub bench_items_per_task: usize,
+    /// Bootstrap resamples for the 95% intervals.
+    pub bootstrap: usize,
+}
+
+impl Default for EvalModelParams {
+    fn default() -> Self {
+        EvalModelParams {
+            kind: "other".into(),
+            size: String::new(),
+            few_shot: 0,
+            max_prompts: 0,
+            max_new_tokens: 64,
+            temperature: 1.0,
+            top_p: 1.0,
+            batch_size: 16,
+            ppl_max_docs: 0,
+            ppl_seq_len: 128,
+            bench_items_per_task: 0,
+            bootstrap: 1000,
+        }
+    }
+}
+
+impl Validate for EvalModelParams {
+    fn validate(&self) -> Result<(), String> {
+        if !KINDS.contains(&self.kind.as_str()) {
+            return Err(format!("kind = \"{}\" is not one of {}", self.kind, KINDS.join(", ")));
+        }
+        if self.kind == "base_few_shot" && self.few_shot == 0 {
+            return Err("kind = \"base_few_shot\" needs few_shot > 0 (and a `demonstrations` input)".into());
+        }
+        if self.max_new_tokens == 0 || self.batch_size == 0 || self.ppl_seq_len < 2 {
+            return Err("max_new_tokens and batch_size must be positive, ppl_seq_len at least 2".into());
+        }
+        if !(self.temperature >= 0.0 && self.temperature.is_finite() && self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(format!(
+                "temperature = {} must be >= 0 and top_p = {} in (0, 1]",
+                self.temperature, self.top_p
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One sequence to generate: a test prompt, or its instructed variant (id
+/// `<prompt_id>#instructed` or `#respectful`).
+struct Job {
+    id: String,
+    text: String,
+    family: String,
+    split: String,
+    meta_json: String,
+    meta: Option<TaskMeta>,
+    /// `None` for the prompt as written.
+    variant: Option<&'static str>,
+}
+
+impl TypedStage for EvalModel {
+    type Params = EvalModelParams;
+    const NAME: &'static str = "eval.model";
+    const ABOUT: &'static str =
+        "One model's evaluation: a response per test prompt, helpfulness, honesty, harmlessness, alignment tax.";
+    const INPUTS: &'static [InputSpec] = &[
+        InputSpec::one("model", "A model artifact (model/): base, SFT or PPO."),
+        InputSpec::one("prompts", "A prompts table: the test split is answered."),
+        InputSpec::one("text", "A pretrain_text table: the validation split measures perplexity."),
+        InputSpec::one("benchmarks", "A benchmarks table (closed multiple-choice items)."),
+        InputSpec::optional("demonstrations", "A demonstrations table, for few_shot > 0 (train split)."),
+    ];
+    const OUTPUTS: &'static [TableSpec] = &[SAMPLES, METRICS];
+    const USES_DEVICE: bool = true;
+    const HEADLINE: Option<&'static str> = Some("likert");
+    fn code() -> lineage::CodeIdentity {
+        lineage::code_identity!()
+    }
+
+    fn run(ctx: &mut StageContext, p: &EvalModelParams) -> Result<()> {
+        let model_input = ctx.input("model")?;
+        let model_label = model_input.label.clone();
+        let dir = model_input.model_dir();
+        let tok = Tokenizer::from_dir(&dir)?;
+        let format = InstructionFormat::load_from_dir(&dir)?.unwrap_or_default();
+        let eos = format.eos_id(&tok)?;
+        let device = train::parse_device(&ctx.device)?;
+        let lm = CausalLm::load(&dir, &device)?.frozen()?;
+        let max_len = lm.config().max_position_embeddings;
+        if p.max_new_tokens + 8 > max_len {
+            bail!(
+                "max_new_tokens = {} leaves no room for a prompt in the model's context of {max_len}",
+                p.max_new_tokens
+            );
+        }
+        let n_params = lm.params().num_elements() as i64;
+
+        // The prompts: the test split, and an instructed variant of each
+        // honesty and provocative prompt.
+        let mut prompts: Vec<PromptRow> =
+            ctx.read_rows::<PromptRow>("prompts", &PROMPTS)?.into_iter().filter(|r| r.split == "test").collect();
+        if prompts.is_empty() {
+            bail!("the prompts table has no test-split rows: nothing to evaluate on");
+        }
+        prompts.sort_by(|a, b| a.prompt_id.cmp(&b.prompt_id));
+        if p.max_prompts > 0 {
+            prompts.truncate(p.max_prompts);
+        }
+        let jobs = jobs(&prompts);
+        let unjudged = jobs.iter().filter(|j| j.meta.is_none()).count();
+        if unjudged > 0 {
+            ctx.warn(format!("{unjudged} test prompts have no world metadata: judge-based metrics leave them out"));
+        }
+
+        let prefix = few_shot_prefix(ctx, p, &format)?;
+        let samples = generate(ctx, p, &lm, &tok, &format, eos, &prefix, &jobs)?;
+
+        // Metrics of the responses.
+        let boot = Bootstrap { resamples: p.bootstrap, seed: ctx.derive_seed("bootstrap") };
+        let item = |j: &Job, s: &SampleRow| Item {
+            prompt_id: j.id.clone(),
+            meta: j.meta.clone(),
+            response: Response::new(s.response.clone(), s.finish_reason == "eos"),
+        };
+        let all: Vec<Item> = jobs.iter().zip(&samples).map(|(j, s)| item(j, s)).collect();
+        let plain: Vec<Item> =
+            jobs.iter().zip(&all).filter(|(j, _)| j.variant.is_none()).map(|(_, i)| i.clone()).collect();
+        let mut measures = metrics::helpfulness(&plain, &boot);
+        measures.extend(metrics::honesty(&all, &boot));
+        measures.extend(metrics::harmlessness(&all, &boot));
+
+        // The alignment tax.
+        measures.extend(perplexity(ctx, p, &lm, &tok, eos)?);
+        measures.extend(benchmarks(ctx, p, &lm, &tok, &boot)?);
+
+        let rows: Vec<MetricRow> = measures
+            .iter()
+            .map(|m| MetricRow {
+                model: model_label.clone(),
+                kind: p.kind.clone(),
+                size: p.size.clone(),
+                params: n_params,
+                metric: m.metric.clone(),
+                value: m.value,
+                lo: m.lo,
+                hi: m.hi,
+                n: m.n as i64,
+                source: ctx.key.clone(),
+            })
+            .collect();
+        for m in &measures {
+            ctx.metric(m.metric.clone(), m.value);
+        }
+        ctx.metric("prompts", plain.len() as f64);
+        ctx.metric("params", n_params as f64);
+        ctx.write_rows(&SAMPLES, &samples)?;
+        ctx.write_rows(&METRICS, &rows)
+    }
+}
+
+fn jobs(prompts: &[PromptRow]) -> Vec<Job> {
+    let mut out = Vec::new();
+    for r in prompts {
+        let meta = TaskMeta::from_json(&r.meta).ok();
+        let variant = meta.as_ref().and_then(metrics::instructed_variant);
+        out.push(Job {
+            id: r.prompt_id.clone(),
+            text: r.text.clone(),
+            family: r.family.clone(),
+            split: r.split.clone(),
+            meta_json: r.meta.clone(),
+            meta,
+            variant: None,
+        });
+        if let Some((suffix, text, m)) = variant {
+            out.push(Job {
+                id: format!("{}#{suffix}", r.prompt_id),
+                text,
+                family: r.family.clone(),
+                split: r.split.clone(),
+                meta_json: m.to_json(),
+                meta: Some(m),
+                variant: Some(suffix),
+            });
+        }
+    }
+    out
+}
+
+/// `few_shot` train-split demonstrations in the instruction format, chosen
+/// by the step's seed and shortest first among them, so they fit the context.
+fn few_shot_prefix(ctx: &StageContext, p: &EvalModelParams, format: &InstructionFormat) -> Result<String> {
+    if p.few_shot == 0 {
+        return Ok(String::new());
+    }
+    let Some(input) = ctx.optional_input("demonstrations") else {
+        bail!("few_shot = {} needs a `demonstrations` input", p.few_shot);
+    };
+    let mut demos: Vec<DemonstrationRow> = input
+        .read_rows::<DemonstrationRow>(&DEMONSTRATIONS)
+        .context("reading input `demonstrations`")?
+        .into_iter()
+        .filter(|d| d.split == "train")
+        .collect();
+    if demos.len() < p.few_shot {
+        bail!("few_shot = {} but the demonstrations table has {} train-split rows", p.few_shot, demos.len());
+    }
+    demos.sort_by(|a, b| a.prompt_id.cmp(&b.prompt_id));
+    demos.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(ctx.derive_seed("few_shot")));
+    // From a larger random pool, the shortest: a tiny context holds few.
+    let mut pool: Vec<DemonstrationRow> = demos.into_iter().take(p.few_shot * 4).collect();
+    pool.sort_by_key(|d| (d.prompt.len() + d.response.len(), d.prompt_id.clone()));
+    Ok(pool
+        .iter()
+        .take(p.few_shot)
+        .map(|d| format!("{}{}{}", format.prompt_text(&d.prompt), d.response, format.eos_token))
+        .collect())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn generate(
+    ctx: &mut StageContext,
+    p: &EvalModelParams,
+    lm: &CausalLm,
+    tok: &Tokenizer,
+    format: &InstructionFormat,
+    eos: u32,
+    prefix: &str,
+    jobs: &[Job],
+) -> Result<Vec<SampleRow>> {
+    let max_prompt = lm.config().max_position_embeddings - p.max_new_tokens;
+    let mut truncated = 0;
+    let mut encoded = Vec::with_capacity(jobs.len());
+    for j in jobs {
+        let mut ids = tok.encode(&format!("{prefix}{}", format.prompt_text(&j.text)))?;
+        if ids.len() > max_prompt {
+            // Keep the end: the question and the cue to answer.
+            ids.drain(..ids.len() - max_prompt);
+            truncated += 1;
+        }
+        encoded.push(ids);
+    }
+    if truncated > 0 {
+        ctx.warn(format!("{truncated} prompts were longer than the context allows and lost their beginning"));
+    }
+    // Every model draws the same seed for the same prompt.
+    let seeds: Vec<u64> = jobs.iter().map(|j| ctx.derive_seed(&format!("sample/{}", j.id))).collect();
+    let cfg = SamplingConfig {
+        max_new_tokens: p.max_new_tokens,
+        temperature: p.temperature,
+        top_k: 0,
+        top_p: p.top_p,
+        eos_ids: vec![eos],
+        pad_id: PAD_FILL,
+    };
+    // Batches of similar length waste less on padding; a sequence's tokens do
+    // not depend on its batch (see model::generate), so the order is free.
+    let mut order: Vec<usize> = (0..jobs.len()).collect();
+    order.sort_by_key(|&i| (encoded[i].len(), i));
+    let bar = ctx.progress().bar(jobs.len() as u64, format!("{} answering", ctx.step));
+    let mut gens = vec![None; jobs.len()];
+    for chunk in order.chunks(p.batch_size) {
+        let prompts: Vec<Vec<u32>> = chunk.iter().map(|&i| encoded[i].clone()).collect();
+        let s: Vec<u64> = chunk.iter().map(|&i| seeds[i]).collect();
+        for (&i, g) in chunk.iter().zip(lm.generate(&prompts, &s, &cfg)?) {
+            gens[i] = Some(g);
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    jobs.iter()
+        .zip(gens)
+        .zip(seeds)
+        .map(|((j, g), seed)| {
+            let g = g.expect("every job was generated");
+            Ok(SampleRow {
+                prompt_id: j.id.clone(),
+                prompt: j.text.clone(),
+                sample_idx: 0,
+                response: format.decode_response(tok, &g.tokens)?,
+                response_tokens: g.tokens,
+                logprobs: g.logprobs,
+                finish_reason: match g.finish {
+                    FinishReason::Eos => "eos",
+                    FinishReason::Length => "length",
+                }
+                .into(),
+                seed,
+                split: j.split.clone(),
+                family: j.family.clone(),
+                meta: j.meta_json.clone(),
+            })
+        })
+        .collect()
+}
+
+/// `pretrain_ppl`: perplexity on the validation split of the pretraining text.
+fn perplexity(
+    ctx: &mut StageContext,
+    p: &EvalModelParams,
+    lm: &CausalLm,
+    tok: &Tokenizer,
+    eos: u32,
+) -> Result<Vec<Measure>> {
+    let mut docs: Vec<PretrainTextRow> = ctx
+        .read_rows::<PretrainTextRow>("text", &PRETRAIN_TEXT)?
+        .into_iter()
+        .filter(|r| r.split == "validation")
+        .collect();
+    docs.sort_by(|a, b| a.doc_id.cmp(&b.doc_id));
+    if p.ppl_max_docs > 0 {
+        docs.truncate(p.ppl_max_docs);
+    }
+    let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
+    let tokens = tok.encode_documents(&texts, eos)?;
+    let seq_len = p.ppl_seq_len.min(lm.config().max_position_embeddings - 1);
+    match train::eval_stream(lm, &tokens, seq_len, p.batch_size)? {
+        Some(nll) => Ok(vec![Measure::point("pretrain_ppl", nll.exp(), tokens.len())]),
+        None => {
+            ctx.warn(format!(
+                "the validation text ({} tokens) is shorter than one window of {seq_len}: no perplexity",
+                tokens.len()
+            ));
+            Ok(vec![])
+        }
+    }
+}
+
+/// `benchmark_acc` (and `benchmark_acc_<task>`): the share of items where the
+/// gold choice has the highest summed log-probability as a continuation of
+/// the context.
+fn benchmarks(
+    ctx: &mut StageContext,
+    p: &EvalModelParams,
+    lm: &CausalLm,
+    tok: &Tokenizer,
+    boot: &Bootstrap,
+) -> Result<Vec<Measure>> {
+    let rows: Vec<BenchmarkRow> = ctx.read_rows("benchmarks", &BENCHMARKS)?;
+    let mut per_task: std::collections::BTreeMap<String, usize> = Default::default();
+    let items: Vec<&BenchmarkRow> = rows
+        .iter()
+        .filter(|r| {
+            let n = per_task.entry(r.task.clone()).or_default();
+            *n += 1;
+            p.bench_items_per_task == 0 || *n <= p.bench_items_per_task
+        })
+        .collect();
+    let max_len = lm.config().max_position_embeddings;
+    // (item, choice) -> (context ids, choice ids)
+    let mut pairs: Vec<(usize, Vec<u32>, Vec<u32>)> = Vec::new();
+    for (k, item) in items.iter().enumerate() {
+        let context = tok.encode(&item.context)?;
+        if context.is_empty() {
+            bail!("benchmark item {} has an empty context", item.item_id);
+        }
+        for choice in &item.choices {
+            let mut c = tok.encode(choice)?;
+            c.truncate(max_len / 2);
+            // Keep the end of a long context: it is what the choice continues.
+            let keep = context.len().min(max_len - c.len());
+            pairs.push((k, context[context.len() - keep..].to_vec(), c));
+        }
+    }
+    let mut scores: Vec<Vec<f64>> = items.iter().map(|i| Vec::with_capacity(i.choices.len())).collect();
+    let bar = ctx.progress().bar(pairs.len() as u64, format!("{} benchmarks", ctx.step));
+    for chunk in pairs.chunks(p.batch_size) {
+        let rows: Vec<(&[u32], &[u32])> = chunk.iter().map(|(_, c, r)| (&c[..], &r[..])).collect();
+        let batch = Batch::aligned(&rows, lm.device())?;
+        let s = lm.response_scores(&batch, false, None)?;
+        let lp = s.logprobs.to_vec2::<f32>()?; // [B, R]
+        let mask = s.mask.to_vec2::<f32>()?; // [B, R]
+        for (((k, _, _), lp), m) in chunk.iter().zip(lp).zip(mask) {
+            scores[*k].push(lp.iter().zip(&m).map(|(l, m)| f64::from(l * m)).sum());
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    let mut by_task: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    for (item, s) in items.iter().zip(&scores) {
+        let best = s.iter().enumerate().fold(0, |b, (i, v)| if *v > s[b] { i } else { b });
+        by_task.entry(&item.task).or_default().push(f64::from(u8::from(best as i32 == item.gold)));
+    }
+    let all: Vec<f64> = by_task.values().flatten().copied().collect();
+    if all.is_empty() {
+        ctx.warn("the benchmarks table is empty: no benchmark accuracy");
+        return Ok(vec![]);
+    }
+    let mut out: Vec<Measure> = boot.mean("benchmark_acc", &all).into_iter().collect();
+    for (task, v) in by_task {
+        out.push(Measure::point(&format!("benchmark_acc_{task}"), crate::stats::mean(&v), v.len()));
+    }
+    Ok(out)
+}
