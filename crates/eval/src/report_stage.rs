@@ -125,6 +125,7 @@ impl TypedStage for EvalReport {
         InputSpec::many("models", "eval.model artifacts, one per model compared."),
         InputSpec::one("baseline", "The eval.model artifact of the baseline (normally the largest SFT model)."),
         InputSpec::many("curves", "PPO artifacts whose train_log curves to plot (optional)."),
+        InputSpec::optional("labelers", "The labelling artifact (rollout.label): its held-out labelers judge win rates."),
     ];
     const OUTPUTS: &'static [TableSpec] = &[METRICS];
     const HEADLINE: Option<&'static str> = Some("best_ppo_ptx_win_rate");
@@ -173,7 +174,12 @@ impl TypedStage for EvalReport {
         let baseline_name = models.iter().find(|m| m.key == baseline.key).map(|m| m.name.clone()).unwrap_or_default();
 
         // Win rates against the baseline, prompt by prompt.
-        let pool = Pool::with_noise_scale(p.labeler_seed, 0, p.n_heldout, p.noise_scale);
+        // The held-out group of the population that labelled the comparison data, when given.
+        let pool = match ctx.optional_input("labelers") {
+            Some(a) => Pool::load_from_dir(a.dir())?.filter(|pool| !pool.heldout.is_empty()),
+            None => None,
+        }
+        .unwrap_or_else(|| Pool::with_noise_scale(p.labeler_seed, 0, p.n_heldout, p.noise_scale));
         let labelers: Vec<&Labeler> = pool.heldout.iter().collect();
         let boot = Bootstrap { resamples: p.bootstrap, seed: ctx.derive_seed("bootstrap") };
         let mut rows: Vec<MetricRow> = Vec::new();

@@ -39,7 +39,8 @@ pub struct RmParams {
     /// Longest prompt and response, in tokens (longer ones are cut).
     pub max_prompt_tokens: usize,
     pub max_response_tokens: usize,
-    /// Population seed and size of the held-out labelers the RM is checked against.
+    /// Population seed and size of the held-out labelers the RM is checked against, when no
+    /// `labelers` input brings the population the rankings came from.
     pub labeler_seed: u64,
     pub heldout_labelers: usize,
     /// Demonstrations used to normalise the reward (0: all).
@@ -178,6 +179,7 @@ impl TypedStage for RewardModel {
         InputSpec::one("rankings", "A rankings table (train split trains, validation split validates)."),
         InputSpec::optional("demonstrations", "Demonstrations: the reward is shifted so their mean is 0."),
         InputSpec::optional("prompts", "Prompts with task metadata: agreement with held-out labelers."),
+        InputSpec::optional("labelers", "The labelling artifact whose labeler population (held-out group) checks the RM."),
     ];
     const OUTPUTS: &'static [TableSpec] = &[TRAIN_LOG, TIMING];
     const USES_DEVICE: bool = true;
@@ -277,7 +279,12 @@ impl TypedStage for RewardModel {
 
         if let Some(prompts) = ctx.optional_input("prompts") {
             let prompts: Vec<PromptRow> = prompts.read_rows(&PROMPTS)?;
-            heldout_agreement(ctx, &base, &rm, &val_rows, &prompts, p)?;
+            let pool = match ctx.optional_input("labelers") {
+                Some(a) => Pool::load_from_dir(a.dir())?,
+                None => None,
+            }
+            .unwrap_or_else(|| Pool::new(p.labeler_seed, 0, p.heldout_labelers));
+            heldout_agreement(ctx, &base, &rm, &val_rows, &prompts, &pool, p)?;
         }
 
         let out = ctx.out_path("model/config.json")?.parent().expect("model dir").to_path_buf();
@@ -296,13 +303,13 @@ fn heldout_agreement(
     rm: &ScalarModel,
     val: &[RankingRow],
     prompts: &[PromptRow],
+    pool: &Pool,
     p: &RmParams,
 ) -> Result<()> {
-    if p.heldout_labelers == 0 || val.is_empty() {
+    if pool.heldout.is_empty() || val.is_empty() {
         return Ok(());
     }
     let meta: BTreeMap<&str, &str> = prompts.iter().map(|r| (r.prompt_id.as_str(), r.meta.as_str())).collect();
-    let pool = Pool::new(p.labeler_seed, 0, p.heldout_labelers);
     let (mut rm_agree, mut lab_agree, mut n) = (0usize, 0usize, 0usize);
     for (i, r) in val.iter().enumerate() {
         let Some(Ok(Some(m))) = meta.get(r.prompt_id.as_str()).map(|j| parse_meta(j)) else { continue };

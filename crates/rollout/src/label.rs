@@ -25,18 +25,36 @@ pub struct LabelParams {
     pub labelers: usize,
     /// Independent rankings per prompt, by distinct labelers (the paper mostly had one).
     pub rankings_per_prompt: usize,
+    /// Held-out labelers (for evaluation only; stored with the population).
+    pub heldout_labelers: usize,
     /// Prompts on which every training labeler's agreement is measured (0: skip).
     pub agreement_prompts: usize,
+    /// Re-fit the labelers' noise so training labelers agree on this share of non-tied pairs of
+    /// these very samples (the paper: 0.73 on SFT outputs); 0 keeps the world's calibration.
+    pub calibrate_to: f64,
 }
 
 impl Default for LabelParams {
     fn default() -> Self {
-        LabelParams { labeler_seed: 0, labelers: 8, rankings_per_prompt: 1, agreement_prompts: 200 }
+        LabelParams {
+            labeler_seed: 0,
+            labelers: 8,
+            heldout_labelers: 5,
+            rankings_per_prompt: 1,
+            agreement_prompts: 200,
+            calibrate_to: 0.73,
+        }
     }
 }
 
 impl Validate for LabelParams {
     fn validate(&self) -> Result<(), String> {
+        if !(self.calibrate_to == 0.0 || (0.5..1.0).contains(&self.calibrate_to)) {
+            return Err(format!("calibrate_to = {} must be 0 (off) or in [0.5, 1)", self.calibrate_to));
+        }
+        if self.calibrate_to > 0.0 && (self.agreement_prompts == 0 || self.labelers < 2) {
+            return Err("calibrate_to needs agreement_prompts > 0 and at least 2 labelers".into());
+        }
         if self.labelers == 0 {
             return Err("labelers must be at least 1".into());
         }
@@ -83,15 +101,13 @@ impl TypedStage for Label {
 
     fn run(ctx: &mut StageContext, p: &LabelParams) -> Result<()> {
         let groups = group_samples(ctx.read_rows("samples", &SAMPLES)?);
-        let pool = Pool::new(p.labeler_seed, p.labelers, 0);
-        let mut rankings = Vec::new();
-        let mut agreement_groups = Vec::new();
+        let mut metas = Vec::with_capacity(groups.len());
         for g in &groups {
             let first = &g[0];
             if g.len() < 2 {
                 bail!("prompt {}: {} sample(s); ranking needs K >= 2", first.prompt_id, g.len());
             }
-            let meta = match parse_meta(&first.meta) {
+            metas.push(match parse_meta(&first.meta) {
                 Ok(Some(m)) => m,
                 Ok(None) => bail!(
                     "prompt {}: no task metadata, so simulated labelers cannot judge it. For your own prompts, \
@@ -100,12 +116,31 @@ impl TypedStage for Label {
                     first.prompt_id
                 ),
                 Err(e) => bail!("samples table, prompt {}, field meta: {e}", first.prompt_id),
-            };
+            });
+        }
+        let agreement_groups: Vec<Group> = groups
+            .iter()
+            .zip(&metas)
+            .take(p.agreement_prompts)
+            .map(|(g, m)| Group { prompt_id: g[0].prompt_id.clone(), meta: m.clone(), responses: responses(g) })
+            .collect();
+        let pool = if p.calibrate_to > 0.0 {
+            let (pool, scale) =
+                Pool::calibrated(p.labeler_seed, p.labelers, p.heldout_labelers, &agreement_groups, p.calibrate_to);
+            ctx.metric("noise_scale", scale);
+            pool
+        } else {
+            Pool::new(p.labeler_seed, p.labelers, p.heldout_labelers)
+        };
+
+        let mut rankings = Vec::new();
+        for (g, meta) in groups.iter().zip(&metas) {
+            let first = &g[0];
             let resp = responses(g);
             let start = (blake3::hash(first.prompt_id.as_bytes()).as_bytes()[0] as usize) % p.labelers;
             for j in 0..p.rankings_per_prompt {
                 let labeler = &pool.train[(start + j) % p.labelers];
-                let ranks = labeler.rank(&first.prompt_id, &meta, &resp);
+                let ranks = labeler.rank(&first.prompt_id, meta, &resp);
                 rankings.push(RankingRow {
                     ranking_id: format!("{}/{}", first.prompt_id, labeler.id),
                     prompt_id: first.prompt_id.clone(),
@@ -116,9 +151,6 @@ impl TypedStage for Label {
                     split: first.split.clone(),
                     source: "simulated".into(),
                 });
-            }
-            if agreement_groups.len() < p.agreement_prompts {
-                agreement_groups.push(Group { prompt_id: first.prompt_id.clone(), meta, responses: resp });
             }
         }
         let comparisons: Vec<_> = rankings.iter().flat_map(comparisons_of).collect();
@@ -132,7 +164,13 @@ impl TypedStage for Label {
             ctx.metric("labeler_agreement", a.agreement);
             ctx.metric("labeler_agreement_std", a.std_over_pairs);
             ctx.metric("labeler_tie_rate", a.tie_rate);
+            if !pool.heldout.is_empty() {
+                let held: Vec<_> = pool.heldout.iter().collect();
+                ctx.metric("heldout_labeler_agreement", agreement(&held, &agreement_groups).agreement);
+            }
         }
+        // The population travels with its rankings: evaluation draws its held-out labelers from it.
+        pool.save_to_dir(ctx.out_path(world::labelers::POOL_FILE)?.parent().expect("artifact dir"))?;
         ctx.write_rows(&RANKINGS, &rankings)?;
         ctx.write_rows(&COMPARISONS, &comparisons)
     }

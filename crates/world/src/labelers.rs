@@ -124,6 +124,27 @@ impl Pool {
     }
 }
 
+/// The file a labeler population is stored in, inside an artifact.
+pub const POOL_FILE: &str = "labelers.json";
+
+impl Pool {
+    /// Writes the population to `dir/labelers.json`.
+    pub fn save_to_dir(&self, dir: &std::path::Path) -> anyhow::Result<()> {
+        std::fs::write(dir.join(POOL_FILE), serde_json::to_vec_pretty(self)?)?;
+        Ok(())
+    }
+
+    /// The population stored in `dir`, if there is one.
+    pub fn load_from_dir(dir: &std::path::Path) -> anyhow::Result<Option<Pool>> {
+        let path = dir.join(POOL_FILE);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path)?;
+        Ok(Some(serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?))
+    }
+}
+
 impl Labeler {
     /// The labeler's noiseless utility of a judged response: `ln(score + 0.1)` under its weights, so
     /// it tells bad from terrible as well as good from perfect.
