@@ -4,6 +4,7 @@
 //! every stage. It links all stage crates, reads `pipelines/*.toml`, and runs
 //! steps through `lineage`'s executor; stage crates never see each other.
 
+pub mod bench;
 pub mod compare;
 pub mod pipeline;
 pub mod report;
@@ -45,6 +46,8 @@ enum Command {
     Compare(compare::CompareArgs),
     /// The path of the pipeline's evaluation report (report.html).
     Report(report::ReportArgs),
+    /// Model speed on this machine: training and decode tokens/s, GEMM FLOP/s, MFU.
+    Bench(bench::BenchArgs),
 }
 
 static MULTI: OnceLock<MultiProgress> = OnceLock::new();
@@ -88,6 +91,7 @@ pub fn main() -> Result<()> {
         Command::Pipeline(args) => pipeline::main(args, &registry, &progress),
         Command::Compare(args) => compare::main(args, &registry),
         Command::Report(args) => report::main(args, &registry),
+        Command::Bench(args) => bench::main(args),
         Command::Stages => {
             for s in &registry {
                 println!("{}  {}", s.name(), s.about());

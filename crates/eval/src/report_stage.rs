@@ -125,7 +125,10 @@ impl TypedStage for EvalReport {
         InputSpec::many("models", "eval.model artifacts, one per model compared."),
         InputSpec::one("baseline", "The eval.model artifact of the baseline (normally the largest SFT model)."),
         InputSpec::many("curves", "PPO artifacts whose train_log curves to plot (optional)."),
-        InputSpec::optional("labelers", "The labelling artifact (rollout.label): its held-out labelers judge win rates."),
+        InputSpec::optional(
+            "labelers",
+            "The labelling artifact (rollout.label): its held-out labelers judge win rates.",
+        ),
     ];
     const OUTPUTS: &'static [TableSpec] = &[METRICS];
     const HEADLINE: Option<&'static str> = Some("best_ppo_ptx_win_rate");

@@ -179,7 +179,10 @@ impl TypedStage for RewardModel {
         InputSpec::one("rankings", "A rankings table (train split trains, validation split validates)."),
         InputSpec::optional("demonstrations", "Demonstrations: the reward is shifted so their mean is 0."),
         InputSpec::optional("prompts", "Prompts with task metadata: agreement with held-out labelers."),
-        InputSpec::optional("labelers", "The labelling artifact whose labeler population (held-out group) checks the RM."),
+        InputSpec::optional(
+            "labelers",
+            "The labelling artifact whose labeler population (held-out group) checks the RM.",
+        ),
     ];
     const OUTPUTS: &'static [TableSpec] = &[TRAIN_LOG, TIMING];
     const USES_DEVICE: bool = true;
