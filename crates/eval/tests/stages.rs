@@ -10,12 +10,8 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
-use lineage::parquet_io::read_rows;
 use lineage::tables::*;
-use lineage::{
-    Artifact, InputArtifact, InputSpec, Outcome, Progress, Stage, StageContext, StepRequest, Store, TableSpec,
-    TypedStage, Validate, execute, stage,
-};
+use lineage::{Artifact, InputSpec, Outcome, StageContext, TableSpec, TypedStage, Validate, stage};
 use model::lm::CausalLm;
 use model::tokenizer::{InstructionFormat, train_byte_level_bpe};
 use model::{LlamaConfig, Preset};
@@ -146,45 +142,28 @@ impl TypedStage for ModelFixture {
 
 struct Harness {
     _dir: tempfile::TempDir,
-    store: Store,
-    stages: Vec<Box<dyn Stage>>,
+    inner: lineage::testing::Harness,
 }
 
 impl Harness {
     fn new() -> Harness {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path().join("artifacts")).unwrap();
         let mut stages = eval::stages();
         stages.push(stage::<WorldFixture>());
         stages.push(stage::<ModelFixture>());
-        Harness { _dir: dir, store, stages }
+        let inner = lineage::testing::Harness::new(dir.path(), stages).unwrap();
+        Harness { _dir: dir, inner }
     }
 
-    /// Runs `stage` as step `step`; inputs are (input name, artifact, table).
+    /// Runs `stage` as step `step`; inputs are (input name, artifact).
     fn run(&self, step: &str, stage: &str, params: Value, inputs: &[(&str, &Artifact)]) -> (Artifact, Outcome) {
-        let stage = self.stages.iter().find(|s| s.name() == stage).expect("a known stage");
-        let params = stage.resolve_params(&params).unwrap();
-        let mut map: BTreeMap<String, Vec<InputArtifact>> = BTreeMap::new();
-        for (name, artifact) in inputs {
-            let input = InputArtifact::new(artifact.manifest.step.clone(), (*artifact).clone(), None).unwrap();
-            map.entry(name.to_string()).or_default().push(input);
-        }
-        let req = StepRequest {
-            pipeline: "test",
-            step,
-            stage: stage.as_ref(),
-            params,
-            seed: 5,
-            device: "cpu".into(),
-            inputs: map,
-        };
-        let r = execute(&self.store, &req, &Progress::hidden()).unwrap_or_else(|e| panic!("{step}: {e:#}"));
-        (r.artifact, r.outcome)
+        let inputs: Vec<(&str, &Artifact, Option<&str>)> = inputs.iter().map(|(n, a)| (*n, *a, None)).collect();
+        self.inner.run(step, stage, params, &inputs, 5).unwrap_or_else(|e| panic!("{step}: {e:#}"))
     }
 }
 
 fn rows<T: DeserializeOwned>(a: &Artifact, spec: &TableSpec) -> Vec<T> {
-    read_rows(&a.table_path(spec.name).unwrap(), spec).unwrap()
+    lineage::testing::rows(a, spec).unwrap()
 }
 
 fn eval_params(kind: &str) -> Value {

@@ -7,9 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use lineage::parquet_io::read_rows;
 use lineage::tables::*;
-use lineage::{Artifact, InputArtifact, Outcome, Progress, Stage, StepRequest, Store, TableSpec, execute};
+use lineage::{Artifact, Outcome, TableSpec};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
@@ -24,15 +23,14 @@ fn samples_dir() -> PathBuf {
 /// A temporary store and the crate's stages.
 struct Harness {
     _dir: tempfile::TempDir,
-    store: Store,
-    stages: Vec<Box<dyn Stage>>,
+    inner: lineage::testing::Harness,
 }
 
 impl Harness {
     fn new() -> Harness {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path().join("artifacts")).unwrap();
-        Harness { _dir: dir, store, stages: ingest::stages() }
+        let inner = lineage::testing::Harness::new(dir.path(), ingest::stages()).unwrap();
+        Harness { _dir: dir, inner }
     }
 
     fn run(&self, stage: &str, params: Value, inputs: &[(&str, &Artifact, Option<&str>)]) -> Result<Artifact> {
@@ -46,31 +44,12 @@ impl Harness {
         inputs: &[(&str, &Artifact, Option<&str>)],
         seed: u64,
     ) -> Result<(Artifact, Outcome)> {
-        let stage = self.stages.iter().find(|s| s.name() == stage).expect("a stage of this crate");
-        let params = stage.resolve_params(&params)?;
-        let mut map: BTreeMap<String, Vec<InputArtifact>> = BTreeMap::new();
-        for (name, artifact, table) in inputs {
-            let input =
-                InputArtifact::new(artifact.manifest.step.clone(), (*artifact).clone(), table.map(String::from))?;
-            map.entry(name.to_string()).or_default().push(input);
-        }
-        let step = stage.name().replace('.', "_");
-        let req = StepRequest {
-            pipeline: "test",
-            step: &step,
-            stage: stage.as_ref(),
-            params,
-            seed,
-            device: "cpu".into(),
-            inputs: map,
-        };
-        let result = execute(&self.store, &req, &Progress::hidden())?;
-        Ok((result.artifact, result.outcome))
+        self.inner.run(&stage.replace('.', "_"), stage, params, inputs, seed)
     }
 }
 
 fn rows<T: DeserializeOwned>(a: &Artifact, spec: &TableSpec) -> Vec<T> {
-    read_rows(&a.table_path(spec.name).unwrap(), spec).unwrap()
+    lineage::testing::rows(a, spec).unwrap()
 }
 
 fn quarantine(a: &Artifact) -> Vec<QuarantineRow> {

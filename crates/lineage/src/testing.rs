@@ -191,3 +191,55 @@ impl TypedStage for Concat {
         write_items(ctx, &out)
     }
 }
+
+/// Runs stages into a store as the pipeline runner would, for stage crates' own tests.
+pub struct Harness {
+    pub store: crate::Store,
+    pub stages: Vec<Box<dyn Stage>>,
+}
+
+impl Harness {
+    /// A store under `root` (usually a temporary directory) and the stages a test may run.
+    pub fn new(root: &std::path::Path, stages: Vec<Box<dyn Stage>>) -> Result<Harness> {
+        Ok(Harness { store: crate::Store::open(root.join("artifacts"))?, stages })
+    }
+
+    /// Runs `stage` as step `step` with `params` (resolved against its defaults) and inputs
+    /// `(input name, artifact, table)`.
+    pub fn run(
+        &self,
+        step: &str,
+        stage: &str,
+        params: serde_json::Value,
+        inputs: &[(&str, &crate::Artifact, Option<&str>)],
+        seed: u64,
+    ) -> Result<(crate::Artifact, crate::Outcome)> {
+        let Some(stage) = self.stages.iter().find(|s| s.name() == stage) else { bail!("no stage {stage}") };
+        let params = stage.resolve_params(&params)?;
+        let mut map: std::collections::BTreeMap<String, Vec<crate::InputArtifact>> = Default::default();
+        for (name, artifact, table) in inputs {
+            let input = crate::InputArtifact::new(
+                artifact.manifest.step.clone(),
+                (*artifact).clone(),
+                table.map(String::from),
+            )?;
+            map.entry(name.to_string()).or_default().push(input);
+        }
+        let req = crate::StepRequest {
+            pipeline: "test",
+            step,
+            stage: stage.as_ref(),
+            params,
+            seed,
+            device: "cpu".into(),
+            inputs: map,
+        };
+        let r = crate::execute(&self.store, &req, &crate::Progress::hidden())?;
+        Ok((r.artifact, r.outcome))
+    }
+}
+
+/// The rows of one of an artifact's tables.
+pub fn rows<T: serde::de::DeserializeOwned>(a: &crate::Artifact, spec: &TableSpec) -> Result<Vec<T>> {
+    crate::parquet_io::read_rows(&a.table_path(spec.name)?, spec)
+}
