@@ -107,3 +107,36 @@ fn smoke_method_is_reproducible_cached_and_resumes_ppo_exactly() {
     let report = metrics_of(a.path(), "eval.report");
     assert!(report.as_object().is_some_and(|o| !o.is_empty()), "{report}");
 }
+
+fn rl_check() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/rl-check.toml")
+}
+
+fn ppo_metrics(store: &Path, oracle: bool) -> serde_json::Value {
+    for art in std::fs::read_dir(store.join("ppo.ppo")).unwrap().flatten() {
+        let m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(art.path().join("manifest.json")).unwrap()).unwrap();
+        if m["params"]["oracle"].as_bool() == Some(oracle) {
+            return m["metrics"].clone();
+        }
+    }
+    panic!("no PPO run with oracle = {oracle}");
+}
+
+#[test]
+fn oracle_ppo_raises_the_gold_score_and_rm_ppo_the_reward_with_bounded_kl() {
+    let store = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("pipeline").arg("run").arg("--config").arg(rl_check()).arg("--store").arg(store.path());
+    ok(cmd.env_remove("INSTRUCTGPT_STORE").output().unwrap(), "the rl-check pipeline");
+
+    let oracle = ppo_metrics(store.path(), true);
+    let (start, end) = (oracle["probe_gold_start"].as_f64().unwrap(), oracle["probe_gold"].as_f64().unwrap());
+    assert!(end > start * 1.1, "oracle PPO should raise the gold score of the SFT policy: {start} -> {end}");
+
+    let rm = ppo_metrics(store.path(), false);
+    let (r0, r1) = (rm["probe_rm_start"].as_f64().unwrap(), rm["probe_rm"].as_f64().unwrap());
+    assert!(r1 > r0 + 0.3, "RM-PPO should raise the reward model's score: {r0} -> {r1}");
+    let kl = rm["probe_kl"].as_f64().unwrap();
+    assert!(kl > 0.0 && kl < 10.0, "the KL penalty keeps the policy near SFT: {kl} nats");
+}
