@@ -328,6 +328,21 @@ pub struct MetricRow {
     pub source: String,
 }
 
+/// Prompts of `dataset` (empty: any) and of `splits` (empty: any), in prompt-id order, at most
+/// `max` of them (0: all). How every stage picks the prompts it works on.
+pub fn select_prompts(rows: Vec<PromptRow>, dataset: &str, splits: &[&str], max: usize) -> Vec<PromptRow> {
+    let mut keep: Vec<PromptRow> = rows
+        .into_iter()
+        .filter(|r| dataset.is_empty() || r.dataset == dataset)
+        .filter(|r| splits.is_empty() || splits.contains(&r.split.as_str()))
+        .collect();
+    keep.sort_by(|a, b| a.prompt_id.cmp(&b.prompt_id));
+    if max > 0 {
+        keep.truncate(max);
+    }
+    keep
+}
+
 pub fn comparisons_of(r: &RankingRow) -> Vec<ComparisonRow> {
     let mut out = Vec::new();
     for i in 0..r.responses.len() {

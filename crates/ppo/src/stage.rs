@@ -1,7 +1,9 @@
 //! `ppo.ppo`: the stage around the PPO-ptx loop.
 
 use anyhow::{Context, Result, bail};
-use lineage::tables::{PRETRAIN_TEXT, PROMPTS, PretrainTextRow, PromptRow, ROLLOUTS, TIMING, TRAIN_LOG};
+use lineage::tables::{
+    PRETRAIN_TEXT, PROMPTS, PretrainTextRow, PromptRow, ROLLOUTS, TIMING, TRAIN_LOG, select_prompts,
+};
 use lineage::{InputSpec, StageContext, TableSpec, TypedStage};
 use model::bundle::Bundle;
 use model::fsutil::copy_model_files;
@@ -75,15 +77,7 @@ impl TypedStage for Ppo {
         }
 
         let rows: Vec<PromptRow> = ctx.read_rows("prompts", &PROMPTS)?;
-        let pick = |split: &str| {
-            let mut v: Vec<PromptRow> = rows
-                .iter()
-                .filter(|r| (p.dataset.is_empty() || r.dataset == p.dataset) && r.split == split)
-                .cloned()
-                .collect();
-            v.sort_by(|a, b| a.prompt_id.cmp(&b.prompt_id));
-            v
-        };
+        let pick = |split: &str| select_prompts(rows.clone(), &p.dataset, &[split], 0);
         let max_prompt = p.max_prompt_tokens.min(policy.max_prompt_tokens(p.max_new_tokens));
         let prompts = encode(&policy, &pick(&p.split), max_prompt)?;
         if prompts.is_empty() {

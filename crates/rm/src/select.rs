@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result, bail};
 use lineage::log::TrainLog;
-use lineage::tables::{PROMPTS, PromptRow, TRAIN_LOG};
+use lineage::tables::{PROMPTS, TRAIN_LOG, select_prompts};
 use lineage::{InputSpec, StageContext, TableSpec, TypedStage, Validate};
 use model::bundle::{Bundle, score_pairs, with_eos};
 use model::fsutil::copy_model_files;
@@ -87,15 +87,8 @@ impl TypedStage for SelectSft {
             .with_context(|| format!("loading the reward model in {}", rm_dir.display()))?
             .frozen()?;
 
-        let mut prompts: Vec<PromptRow> = ctx
-            .read_rows::<PromptRow>("prompts", &PROMPTS)?
-            .into_iter()
-            .filter(|r| (p.dataset.is_empty() || r.dataset == p.dataset) && (p.split.is_empty() || r.split == p.split))
-            .collect();
-        prompts.sort_by(|a, b| a.prompt_id.cmp(&b.prompt_id));
-        if p.max_prompts > 0 {
-            prompts.truncate(p.max_prompts);
-        }
+        let splits: Vec<&str> = if p.split.is_empty() { vec![] } else { vec![p.split.as_str()] };
+        let prompts = select_prompts(ctx.read_rows("prompts", &PROMPTS)?, &p.dataset, &splits, p.max_prompts);
         if prompts.is_empty() {
             bail!("no prompts of dataset {:?}, split {:?}", p.dataset, p.split);
         }

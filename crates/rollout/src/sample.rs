@@ -1,7 +1,7 @@
 //! `rollout.sample`: K responses per prompt from a model.
 
 use anyhow::{Context, Result, bail};
-use lineage::tables::{PROMPTS, PromptRow, SAMPLES, SampleRow};
+use lineage::tables::{PROMPTS, SAMPLES, SampleRow, select_prompts};
 use lineage::{InputSpec, StageContext, TableSpec, TypedStage, Validate};
 use model::bundle::Bundle;
 use model::generate::FinishReason;
@@ -67,20 +67,6 @@ impl Validate for SampleParams {
     }
 }
 
-/// Prompts of `rows` selected by dataset, splits and count, in prompt-id order.
-pub fn select_prompts(rows: Vec<PromptRow>, dataset: &str, splits: &[String], max: usize) -> Vec<PromptRow> {
-    let mut keep: Vec<PromptRow> = rows
-        .into_iter()
-        .filter(|r| dataset.is_empty() || r.dataset == dataset)
-        .filter(|r| splits.is_empty() || splits.contains(&r.split))
-        .collect();
-    keep.sort_by(|a, b| a.prompt_id.cmp(&b.prompt_id));
-    if max > 0 {
-        keep.truncate(max);
-    }
-    keep
-}
-
 /// The seed of sample `k` of a prompt.
 pub fn sample_seed(ctx: &StageContext, prompt_id: &str, k: usize) -> u64 {
     ctx.derive_seed(&format!("sample/{prompt_id}/{k}"))
@@ -108,7 +94,8 @@ impl TypedStage for Sample {
         }
         let device = train::parse_device(&ctx.device)?;
         let bundle = Bundle::load(&dir, &device).with_context(|| format!("loading the model in {}", dir.display()))?;
-        let prompts = select_prompts(ctx.read_rows("prompts", &PROMPTS)?, &p.dataset, &p.splits, p.max_prompts);
+        let splits: Vec<&str> = p.splits.iter().map(String::as_str).collect();
+        let prompts = select_prompts(ctx.read_rows("prompts", &PROMPTS)?, &p.dataset, &splits, p.max_prompts);
         if prompts.is_empty() {
             bail!("no prompts of dataset {:?} and splits {:?} in the prompts table", p.dataset, p.splits);
         }
