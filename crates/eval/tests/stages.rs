@@ -3,9 +3,9 @@
 //! values, the same seeds for every model, determinism, win rates, the
 //! merged metrics table, and a report whose plots render.
 //!
-//! The world tables and the models come from two fixture stages defined
-//! here (stage crates do not depend on each other, so ingest and sft are
-//! not used).
+//! The world tables come from the real `ingest.world` stage (a dev-dependency:
+//! stage crates never depend on each other in production); the models from a
+//! fixture stage defined here (random weights, a tiny tokenizer, a fake PPO log).
 
 use std::collections::BTreeMap;
 
@@ -18,86 +18,6 @@ use model::{LlamaConfig, Preset};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use world::{DocSplit, Purpose, World, WorldSize};
-
-/// `fixture.world`: the smoke world's tables, the test split = the world's
-/// evaluation users.
-struct WorldFixture;
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct WorldFixtureParams {
-    seed: u64,
-}
-impl Validate for WorldFixtureParams {}
-
-impl TypedStage for WorldFixture {
-    type Params = WorldFixtureParams;
-    const NAME: &'static str = "fixture.world";
-    const ABOUT: &'static str = "Test fixture: the smoke world's tables.";
-    const INPUTS: &'static [InputSpec] = &[];
-    const OUTPUTS: &'static [TableSpec] = &[PRETRAIN_TEXT, PROMPTS, DEMONSTRATIONS, BENCHMARKS];
-    fn code() -> lineage::CodeIdentity {
-        lineage::code_identity!()
-    }
-    fn run(ctx: &mut StageContext, p: &WorldFixtureParams) -> Result<()> {
-        let w = World::generate(p.seed, WorldSize::Smoke);
-        let split = |purpose: Purpose| if purpose == Purpose::Eval { "test" } else { "train" };
-        let text: Vec<PretrainTextRow> = w
-            .pretrain_docs()
-            .iter()
-            .map(|d| PretrainTextRow {
-                doc_id: d.id.clone(),
-                text: d.text.clone(),
-                kind: d.kind.name().into(),
-                split: if d.split == DocSplit::Validation { "validation" } else { "train" }.into(),
-                source: "world".into(),
-            })
-            .collect();
-        let prompts: Vec<PromptRow> = w
-            .prompts()
-            .iter()
-            .map(|q| PromptRow {
-                prompt_id: q.id.clone(),
-                text: q.text.clone(),
-                user_id: q.user_id.clone(),
-                split: split(q.purpose).into(),
-                dataset: q.purpose.name().into(),
-                family: q.family.name().into(),
-                meta: q.meta.to_json(),
-                source: "world".into(),
-            })
-            .collect();
-        let split_of: BTreeMap<&str, &str> = prompts.iter().map(|q| (q.prompt_id.as_str(), q.split.as_str())).collect();
-        let demos: Vec<DemonstrationRow> = w
-            .demonstrations()
-            .into_iter()
-            .map(|d| DemonstrationRow {
-                split: split_of[d.prompt_id.as_str()].into(),
-                prompt_id: d.prompt_id,
-                prompt: d.prompt,
-                response: d.response,
-                labeler_id: d.labeler_id,
-                source: "world".into(),
-            })
-            .collect();
-        let bench: Vec<BenchmarkRow> = w
-            .benchmarks()
-            .iter()
-            .map(|b| BenchmarkRow {
-                item_id: b.id.clone(),
-                task: b.task.clone(),
-                context: b.context.clone(),
-                choices: b.choices.clone(),
-                gold: b.gold as i32,
-            })
-            .collect();
-        ctx.write_rows(&PRETRAIN_TEXT, &text)?;
-        ctx.write_rows(&PROMPTS, &prompts)?;
-        ctx.write_rows(&DEMONSTRATIONS, &demos)?;
-        ctx.write_rows(&BENCHMARKS, &bench)
-    }
-}
 
 /// `fixture.model`: a random smoke-size model with a tokenizer trained on
 /// the text, and a made-up PPO-like `train_log` to plot.
@@ -149,7 +69,7 @@ impl Harness {
     fn new() -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let mut stages = eval::stages();
-        stages.push(stage::<WorldFixture>());
+        stages.extend(ingest::stages());
         stages.push(stage::<ModelFixture>());
         let inner = lineage::testing::Harness::new(dir.path(), stages).unwrap();
         Harness { _dir: dir, inner }
@@ -175,7 +95,7 @@ fn eval_params(kind: &str) -> Value {
 
 /// The world and two models: (world, model 1, model 2).
 fn fixtures(h: &Harness) -> (Artifact, Artifact, Artifact) {
-    let (w, _) = h.run("world", "fixture.world", json!({ "seed": 3 }), &[]);
+    let (w, _) = h.run("world", "ingest.world", json!({ "size": "smoke" }), &[]);
     let (m1, _) = h.run("sft@smoke", "fixture.model", json!({ "seed": 1 }), &[("text", &w)]);
     let (m2, _) = h.run("ppo_ptx@smoke", "fixture.model", json!({ "seed": 2 }), &[("text", &w)]);
     (w, m1, m2)
