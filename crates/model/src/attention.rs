@@ -285,22 +285,10 @@ impl CustomOp3 for FusedAttention {
 mod tests {
     use std::sync::Arc;
 
-    use candle_core::{Device, Var};
+    use candle_core::Var;
 
     use super::*;
-
-    fn randn(shape: &[usize], seed: u64) -> Tensor {
-        use rand::SeedableRng;
-        use rand_distr::Distribution;
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| rand_distr::StandardNormal.sample(&mut rng)).collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
-    }
+    use crate::test_util::{max_diff, randn};
 
     fn check(b: usize, g: usize, n: usize, tq: usize, tk: usize, hd: usize, key_valid: Vec<u8>) {
         let mask = AttnMask { key_valid: Arc::new(key_valid), batch: b, keys: tk, query_offset: tk - tq };

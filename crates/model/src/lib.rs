@@ -49,6 +49,8 @@ pub mod model;
 pub mod ops;
 pub mod params;
 pub mod runtime;
+#[cfg(test)]
+mod test_util;
 pub mod tokenizer;
 pub mod train;
 
