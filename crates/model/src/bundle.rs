@@ -56,7 +56,13 @@ impl Bundle {
 
     /// Writes the model, tokenizer and format into `dir`.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        self.lm.save(dir)?;
+        self.save_with(&self.lm, dir)
+    }
+
+    /// Writes other weights of the same architecture (e.g. an EMA of these) with this tokenizer and
+    /// format into `dir`.
+    pub fn save_with(&self, lm: &CausalLm, dir: &Path) -> Result<()> {
+        lm.save(dir)?;
         self.tok.save_to_dir(dir)?;
         self.format.save_to_dir(dir)
     }
@@ -78,14 +84,21 @@ impl Bundle {
         let mut truncated = 0;
         let mut out = Vec::with_capacity(prompts.len());
         for p in prompts {
-            let mut ids = self.format.encode_prompt(&self.tok, p.as_ref())?;
-            if ids.len() > max_tokens {
-                ids.drain(..ids.len() - max_tokens);
-                truncated += 1;
-            }
+            let (ids, cut) = self.encode_prompt(p.as_ref(), max_tokens)?;
+            truncated += usize::from(cut);
             out.push(ids);
         }
         Ok((out, truncated))
+    }
+
+    /// One prompt as [`encode_prompts`](Self::encode_prompts) encodes it, and whether it was cut.
+    pub fn encode_prompt(&self, prompt: &str, max_tokens: usize) -> Result<(Vec<u32>, bool)> {
+        let mut ids = self.format.encode_prompt(&self.tok, prompt)?;
+        let cut = ids.len() > max_tokens;
+        if cut {
+            ids.drain(..ids.len() - max_tokens);
+        }
+        Ok((ids, cut))
     }
 
     /// Samples one response per prompt (`seeds[i]` drives prompt `i`), `batch_size` sequences at a
@@ -93,6 +106,20 @@ impl Bundle {
     /// sequence's tokens do not depend on its batch) and wastes less compute on padding.
     pub fn sample(
         &self,
+        prompts: &[Vec<u32>],
+        seeds: &[u64],
+        cfg: &SamplingConfig,
+        batch_size: usize,
+        on_batch: impl FnMut(usize),
+    ) -> Result<Vec<Sampled>> {
+        self.sample_from(&self.lm, prompts, seeds, cfg, batch_size, on_batch)
+    }
+
+    /// As [`sample`](Self::sample), from other weights of the same architecture and tokenizer
+    /// (e.g. an EMA of the policy).
+    pub fn sample_from(
+        &self,
+        lm: &CausalLm,
         prompts: &[Vec<u32>],
         seeds: &[u64],
         cfg: &SamplingConfig,
@@ -106,7 +133,7 @@ impl Bundle {
         for chunk in order.chunks(batch_size.max(1)) {
             let p: Vec<Vec<u32>> = chunk.iter().map(|&i| prompts[i].clone()).collect();
             let s: Vec<u64> = chunk.iter().map(|&i| seeds[i]).collect();
-            let gens = self.lm.generate(&p, &s, cfg)?;
+            let gens = lm.generate(&p, &s, cfg)?;
             for (&i, generation) in chunk.iter().zip(gens) {
                 let text = self.format.decode_response(&self.tok, &generation.tokens)?;
                 out[i] = Some(Sampled { generation, text });

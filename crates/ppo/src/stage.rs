@@ -54,21 +54,17 @@ impl TypedStage for Ppo {
         let device = train::parse_device(&ctx.device)?;
         let dir = ctx.input("policy")?.model_dir();
         let policy = Bundle::load(&dir, &device).with_context(|| format!("loading the policy in {}", dir.display()))?;
-        let reference = policy.lm.frozen()?.snapshot()?;
-        let reward = match ctx.optional_input("reward") {
+        let reference = policy.lm.snapshot()?;
+        // The value model starts from the reward model; the reward model itself is a frozen copy.
+        let (value, reward) = match ctx.optional_input("reward") {
             Some(a) => {
                 let d = a.model_dir();
-                Some(ScalarModel::load(&d, HeadInit::File(d.join(model::hub::SCORE_FILE)), &device)?.frozen()?)
+                let rm = ScalarModel::load(&d, HeadInit::File(d.join(model::hub::SCORE_FILE)), &device)?;
+                let reward = rm.snapshot()?;
+                (rm, Some(reward))
             }
-            None if p.oracle => None,
+            None if p.oracle => (ScalarModel::from_causal_lm(&policy.lm, 0.02, ctx.derive_seed("value-head"))?, None),
             None => bail!("no `reward` input: connect a reward model, or set oracle = true"),
-        };
-        let value = match ctx.optional_input("reward") {
-            Some(a) => {
-                let d = a.model_dir();
-                ScalarModel::load(&d, HeadInit::File(d.join(model::hub::SCORE_FILE)), &device)?
-            }
-            None => ScalarModel::from_causal_lm(&policy.lm, 0.02, ctx.derive_seed("value-head"))?,
         };
         if let Some(r) = &reward
             && r.config().vocab_size != policy.lm.config().vocab_size
@@ -103,6 +99,7 @@ impl TypedStage for Ppo {
         let scratch = ctx.scratch_dir()?.to_path_buf();
         let data =
             PpoData { prompts: &prompts, probes: &probes, ptx_tokens: &ptx_tokens, seed: ctx.seed, scratch: &scratch };
+        let (tok, format) = (policy.tok.clone(), policy.format.clone());
         let trainer = Trainer::new(p, Models { policy, reference, value, reward }, data)?;
         let abort_after: Option<u64> = std::env::var(ABORT_ENV).ok().and_then(|v| v.parse().ok());
         let bar = ctx.progress().bar(p.iterations, format!("{} ppo", ctx.step));
@@ -154,10 +151,7 @@ impl TypedStage for Ppo {
         }
 
         let out = ctx.out_path("model/config.json")?.parent().expect("model dir").to_path_buf();
-        let tok_dir = ctx.input("policy")?.model_dir();
-        outcome.final_model.save(&out)?;
-        model::tokenizer::Tokenizer::from_dir(&tok_dir)?.save_to_dir(&out)?;
-        model::tokenizer::InstructionFormat::load_from_dir(&tok_dir)?.unwrap_or_default().save_to_dir(&out)?;
+        Bundle::new(outcome.final_model, tok, format)?.save(&out)?;
         for c in &outcome.checkpoints {
             let name = c.file_name().expect("named").to_string_lossy().into_owned();
             copy_model_files(c, ctx.out_path(&format!("checkpoints/{name}/config.json"))?.parent().expect("dir"))?;

@@ -252,13 +252,7 @@ impl<'a> Trainer<'a> {
         let b = &self.m.policy;
         let ids: Vec<Vec<u32>> = prompts.iter().map(|p| p.ids.clone()).collect();
         let cfg = b.sampling(self.p.max_new_tokens, self.p.temperature, 0, 1.0);
-        if std::ptr::eq(lm, &b.lm) {
-            Ok(b.sample(&ids, seeds, &cfg, self.p.gen_batch_size, |_| {})?)
-        } else {
-            let view =
-                Bundle { lm: lm.frozen()?, tok: b.tok.clone(), format: b.format.clone(), eos: b.eos, pad: b.pad };
-            Ok(view.sample(&ids, seeds, &cfg, self.p.gen_batch_size, |_| {})?)
-        }
+        Ok(b.sample_from(lm, &ids, seeds, &cfg, self.p.gen_batch_size, |_| {})?)
     }
 
     fn rm_scores(&self, pairs: &[(Vec<u32>, Vec<u32>)]) -> Result<Option<Vec<f32>>> {
@@ -355,11 +349,7 @@ impl<'a> Trainer<'a> {
             if self.p.checkpoint_every > 0 && self.iteration.is_multiple_of(self.p.checkpoint_every) {
                 let dir = self.data.scratch.join(format!("checkpoints/iter-{:04}", self.iteration));
                 let model = self.eval_model();
-                model::fsutil::replace_dir_atomic(&dir, |tmp| {
-                    model.save(tmp)?;
-                    self.m.policy.tok.save_to_dir(tmp)?;
-                    self.m.policy.format.save_to_dir(tmp)
-                })?;
+                model::fsutil::replace_dir_atomic(&dir, |tmp| self.m.policy.save_with(model, tmp))?;
                 self.save_resume()?;
             }
             on_iteration(self.iteration, &self.log);

@@ -98,10 +98,7 @@ pub fn encode_for_rm(
     max_prompt: usize,
     max_response: usize,
 ) -> Result<(Vec<u32>, Vec<u32>)> {
-    let mut p = b.format.encode_prompt(&b.tok, prompt)?;
-    if p.len() > max_prompt {
-        p.drain(..p.len() - max_prompt);
-    }
+    let (p, _) = b.encode_prompt(prompt, max_prompt)?;
     let mut r = b.tok.encode(response)?;
     r.truncate(max_response.saturating_sub(1));
     r.push(b.eos);
