@@ -229,7 +229,7 @@ impl TypedStage for EvalReport {
         // Every model's own metrics, under the report's display name.
         for m in &models {
             for r in &m.metrics {
-                rows.push(MetricRow { model: m.name.clone(), ..r.clone() });
+                rows.push(MetricRow { model: m.name.clone(), source: m.key.clone(), ..r.clone() });
             }
         }
 

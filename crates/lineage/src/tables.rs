@@ -310,7 +310,7 @@ pub const METRICS: TableSpec = TableSpec {
         Col::new("lo", Float64, "Lower end of the 95% interval (NaN when none)."),
         Col::new("hi", Float64, "Upper end of the 95% interval (NaN when none)."),
         Col::new("n", Int64, "How many items the estimate rests on."),
-        Col::new("source", Utf8, "Key of the artifact that measured it."),
+        Col::new("source", Utf8, "Key of the artifact that measured it (empty: the artifact holding this table)."),
     ],
 };
 

@@ -13,6 +13,7 @@ use model::bundle::{Bundle, score_pairs};
 use model::lm::ScalarModel;
 use model::train::{self, AdamW, AdamWConfig, Grads, LrSchedule, ParamGroup, data::epoch_order};
 use serde::{Deserialize, Serialize};
+use world::judge::judge;
 use world::labelers::{Pool, Preference};
 use world::meta::{Response, parse_meta};
 
@@ -296,7 +297,8 @@ impl TypedStage for RewardModel {
 }
 
 /// Agreement with held-out labelers on the validation rankings' non-tied pairs, for the reward model
-/// and, as the yardstick, for the training labeler who made each ranking.
+/// and, as yardsticks, for the training labeler who made each ranking and for the gold judge (the
+/// ceiling: a reward model can at best learn the judge the labelers are noisy copies of).
 fn heldout_agreement(
     ctx: &mut StageContext,
     base: &Bundle,
@@ -310,7 +312,7 @@ fn heldout_agreement(
         return Ok(());
     }
     let meta: BTreeMap<&str, &str> = prompts.iter().map(|r| (r.prompt_id.as_str(), r.meta.as_str())).collect();
-    let (mut rm_agree, mut lab_agree, mut n) = (0usize, 0usize, 0usize);
+    let (mut rm_agree, mut lab_agree, mut gold_agree, mut n) = (0usize, 0usize, 0usize, 0usize);
     for (i, r) in val.iter().enumerate() {
         let Some(Ok(Some(m))) = meta.get(r.prompt_id.as_str()).map(|j| parse_meta(j)) else { continue };
         let pairs = r
@@ -319,6 +321,7 @@ fn heldout_agreement(
             .map(|resp| encode_for_rm(base, &r.prompt, resp, p.max_prompt_tokens, p.max_response_tokens))
             .collect::<Result<Vec<_>>>()?;
         let scores = score_pairs(rm, &pairs, 32)?;
+        let gold: Vec<f64> = r.responses.iter().map(|resp| judge(&m, resp, true).score).collect();
         let h = &pool.heldout[i % pool.heldout.len()];
         for a in 0..r.responses.len() {
             for b in (a + 1)..r.responses.len() {
@@ -339,12 +342,14 @@ fn heldout_agreement(
                 n += 1;
                 rm_agree += usize::from((scores[a] > scores[b]) == held_a);
                 lab_agree += usize::from((r.ranks[a] < r.ranks[b]) == held_a);
+                gold_agree += usize::from((gold[a] > gold[b]) == held_a);
             }
         }
     }
     if n > 0 {
         ctx.metric("heldout_agreement_rm", rm_agree as f64 / n as f64);
         ctx.metric("heldout_agreement_labelers", lab_agree as f64 / n as f64);
+        ctx.metric("heldout_agreement_gold", gold_agree as f64 / n as f64);
         ctx.metric("heldout_pairs", n as f64);
     }
     Ok(())
