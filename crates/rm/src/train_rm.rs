@@ -13,7 +13,7 @@ use model::bundle::{Bundle, score_pairs};
 use model::lm::ScalarModel;
 use model::train::{self, AdamW, AdamWConfig, Grads, LrSchedule, ParamGroup, data::epoch_order};
 use serde::{Deserialize, Serialize};
-use world::judge::judge;
+use world::judge::{Judgment, judge};
 use world::labelers::{Pool, Preference};
 use world::meta::{Response, parse_meta};
 
@@ -321,19 +321,16 @@ fn heldout_agreement(
             .map(|resp| encode_for_rm(base, &r.prompt, resp, p.max_prompt_tokens, p.max_response_tokens))
             .collect::<Result<Vec<_>>>()?;
         let scores = score_pairs(rm, &pairs, 32)?;
-        let gold: Vec<f64> = r.responses.iter().map(|resp| judge(&m, resp, true).score).collect();
+        // Judged once: the gold judge's own choice, and the held-out labeler's (a noisy copy of it).
+        let responses: Vec<Response> = r.responses.iter().map(|t| Response::new(t.clone(), true)).collect();
+        let gold: Vec<Judgment> = responses.iter().map(|x| judge(&m, &x.text, x.ended_with_eos)).collect();
         let h = &pool.heldout[i % pool.heldout.len()];
         for a in 0..r.responses.len() {
             for b in (a + 1)..r.responses.len() {
                 if r.ranks[a] == r.ranks[b] || r.responses[a] == r.responses[b] {
                     continue;
                 }
-                let pref = h.compare(
-                    &r.prompt_id,
-                    &m,
-                    &Response::new(r.responses[a].clone(), true),
-                    &Response::new(r.responses[b].clone(), true),
-                );
+                let pref = h.compare_judged(&r.prompt_id, [&responses[a], &responses[b]], [gold[a], gold[b]]);
                 let held_a = match pref {
                     Preference::A => true,
                     Preference::B => false,
@@ -342,7 +339,7 @@ fn heldout_agreement(
                 n += 1;
                 rm_agree += usize::from((scores[a] > scores[b]) == held_a);
                 lab_agree += usize::from((r.ranks[a] < r.ranks[b]) == held_a);
-                gold_agree += usize::from((gold[a] > gold[b]) == held_a);
+                gold_agree += usize::from((gold[a].score > gold[b].score) == held_a);
             }
         }
     }

@@ -168,6 +168,13 @@ impl Labeler {
     /// Compares two responses.
     pub fn compare(&self, prompt_id: &str, meta: &TaskMeta, a: &Response, b: &Response) -> Preference {
         let judged = [judge(meta, &a.text, a.ended_with_eos), judge(meta, &b.text, b.ended_with_eos)];
+        self.compare_judged(prompt_id, [a, b], judged)
+    }
+
+    /// As [`Labeler::compare`], for responses the gold judge has already judged (`judged[i]` is the
+    /// verdict on `responses[i]`), so a caller that needs the verdicts too judges each response once.
+    pub fn compare_judged(&self, prompt_id: &str, responses: [&Response; 2], judged: [Judgment; 2]) -> Preference {
+        let [a, b] = responses;
         let ranks = self.rank_judged("compare", prompt_id, &[a.clone(), b.clone()], &judged);
         match ranks[0].cmp(&ranks[1]) {
             std::cmp::Ordering::Less => Preference::A,
