@@ -7,7 +7,9 @@
 //! - the sources (`src/**`, `build.rs`, `Cargo.toml`, and any extra paths named
 //!   in `[package.metadata.codeid] extra = [...]`) of the crate itself and of
 //!   every workspace crate in its dependency closure, as recorded in
-//!   `Cargo.lock`;
+//!   `Cargo.lock`; Rust files without their comments, whitespace layout and
+//!   inline test modules ([`normalize_rust`]), which cannot change what a stage
+//!   computes;
 //! - the name, version and checksum of every registry crate in that closure;
 //! - the crate's enabled features and the compiler version.
 //!
@@ -281,12 +283,211 @@ fn hash_member(root: &Path, dir: &Path) -> Result<(String, Vec<PathBuf>), String
     rel.dedup();
     let mut hasher = blake3::Hasher::new();
     for (name, path) in &rel {
-        let bytes = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut bytes = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if let (true, Ok(text)) = (name.ends_with(".rs"), std::str::from_utf8(&bytes)) {
+            bytes = normalize_rust(text).into_bytes();
+        }
         hasher.update(name.as_bytes()).update(b"\0");
         hasher.update(&(bytes.len() as u64).to_le_bytes()).update(&bytes);
     }
     let watched = roots.into_iter().filter(|p| p.exists()).collect();
     Ok((hasher.finalize().to_hex()[..16].to_string(), watched))
+}
+
+/// A lexical piece of Rust source, as far as code identity needs to tell them apart.
+#[derive(Debug, Clone, PartialEq)]
+enum Piece {
+    /// A string, byte-string, raw-string or char literal, verbatim.
+    Literal(String),
+    /// Any other character outside comments and whitespace.
+    Char(char),
+    /// A run of whitespace or comments.
+    Gap,
+}
+
+/// Rust source reduced to what can change a build's behaviour: comments (doc comments included)
+/// are dropped, every run of whitespace becomes one space, and `#[cfg(test)] mod name { ... }`
+/// blocks are dropped. Literals are kept byte for byte. So editing a comment, reformatting or
+/// changing a unit test leaves the identity, and every stored artifact, as it was.
+///
+/// Key design decision: a lexer, not a parser. It knows just enough Rust to never mistake a `//`
+/// inside a string (or a `'` of a lifetime) for something else; the rest passes through as
+/// characters, so any edit to real code changes the result.
+pub fn normalize_rust(src: &str) -> String {
+    let pieces = drop_test_modules(lex(src));
+    let mut out = String::with_capacity(src.len());
+    let mut gap = false;
+    for p in pieces {
+        match p {
+            Piece::Gap => gap = true,
+            Piece::Literal(t) => {
+                if std::mem::take(&mut gap) && !out.is_empty() {
+                    out.push(' ');
+                }
+                out.push_str(&t);
+            }
+            Piece::Char(c) => {
+                if std::mem::take(&mut gap) && !out.is_empty() {
+                    out.push(' ');
+                }
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
+fn lex(src: &str) -> Vec<Piece> {
+    let c: Vec<char> = src.chars().collect();
+    let n = c.len();
+    let at = |i: usize| c.get(i).copied().unwrap_or('\0');
+    let ident = |ch: char| ch.is_alphanumeric() || ch == '_';
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < n {
+        let ch = c[i];
+        if ch.is_whitespace() {
+            i += 1;
+            push_gap(&mut out);
+            continue;
+        }
+        if ch == '/' && at(i + 1) == '/' {
+            while i < n && c[i] != '\n' {
+                i += 1;
+            }
+            push_gap(&mut out);
+            continue;
+        }
+        if ch == '/' && at(i + 1) == '*' {
+            let mut depth = 0;
+            while i < n {
+                if c[i] == '/' && at(i + 1) == '*' {
+                    depth += 1;
+                    i += 2;
+                } else if c[i] == '*' && at(i + 1) == '/' {
+                    depth -= 1;
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+            push_gap(&mut out);
+            continue;
+        }
+        let after_ident = i > 0 && ident(c[i - 1]);
+        // Raw strings: r"..", r#".."#, br#".."#.
+        if !after_ident && (ch == 'r' || (ch == 'b' && at(i + 1) == 'r')) {
+            let mut j = i + if ch == 'b' { 2 } else { 1 };
+            let hashes = c[j.min(n)..].iter().take_while(|&&h| h == '#').count();
+            j += hashes;
+            if at(j) == '"' {
+                j += 1;
+                while j < n && !(c[j] == '"' && (1..=hashes).all(|k| at(j + k) == '#')) {
+                    j += 1;
+                }
+                let end = (j + 1 + hashes).min(n);
+                out.push(Piece::Literal(c[i..end].iter().collect()));
+                i = end;
+                continue;
+            }
+        }
+        if ch == '"' {
+            let mut j = i + 1;
+            while j < n && c[j] != '"' {
+                j += if c[j] == '\\' { 2 } else { 1 };
+            }
+            let end = (j + 1).min(n);
+            out.push(Piece::Literal(c[i..end].iter().collect()));
+            i = end;
+            continue;
+        }
+        if ch == '\'' {
+            // A char literal ('a', '\n', '\'', '\u{..}'), or else a lifetime or label.
+            let end = if at(i + 1) == '\\' {
+                let mut j = i + 3;
+                while j < n && c[j] != '\'' {
+                    j += 1;
+                }
+                Some(j + 1)
+            } else if at(i + 2) == '\'' {
+                Some(i + 3)
+            } else {
+                None
+            };
+            if let Some(end) = end {
+                let end = end.min(n);
+                out.push(Piece::Literal(c[i..end].iter().collect()));
+                i = end;
+                continue;
+            }
+        }
+        out.push(Piece::Char(ch));
+        i += 1;
+    }
+    out
+}
+
+fn push_gap(out: &mut Vec<Piece>) {
+    if out.last() != Some(&Piece::Gap) {
+        out.push(Piece::Gap);
+    }
+}
+
+/// Drops every `#[cfg(test)] mod name { ... }` (an inline test module; `mod name;` in its own file
+/// stays, as that file is hashed anyway).
+fn drop_test_modules(pieces: Vec<Piece>) -> Vec<Piece> {
+    let mut out = Vec::with_capacity(pieces.len());
+    let mut i = 0;
+    while i < pieces.len() {
+        if let Some(end) = test_module_end(&pieces, i) {
+            i = end;
+            push_gap(&mut out);
+        } else {
+            out.push(pieces[i].clone());
+            i += 1;
+        }
+    }
+    out
+}
+
+/// If a test module starts at `i`, the index just past its closing brace.
+fn test_module_end(p: &[Piece], i: usize) -> Option<usize> {
+    let mut k = i;
+    let expect = |text: &str, k: &mut usize| {
+        for want in text.chars() {
+            while p.get(*k) == Some(&Piece::Gap) {
+                *k += 1;
+            }
+            if p.get(*k) != Some(&Piece::Char(want)) {
+                return false;
+            }
+            *k += 1;
+        }
+        true
+    };
+    if !(expect("#[cfg(test)]", &mut k) && expect("mod", &mut k)) || p.get(k) != Some(&Piece::Gap) {
+        return None;
+    }
+    k += 1;
+    while matches!(p.get(k), Some(Piece::Char(c)) if c.is_alphanumeric() || *c == '_') {
+        k += 1;
+    }
+    if !expect("{", &mut k) {
+        return None;
+    }
+    let mut depth = 1;
+    while k < p.len() && depth > 0 {
+        match p[k] {
+            Piece::Char('{') => depth += 1,
+            Piece::Char('}') => depth -= 1,
+            _ => {}
+        }
+        k += 1;
+    }
+    (depth == 0).then_some(k)
 }
 
 fn collect_files(path: &Path, out: &mut Vec<PathBuf>) {
@@ -335,6 +536,46 @@ mod tests {
         assert_ne!(a.digest, c.digest, "features are part of the identity");
         let d = compute(&dir, "codeid", &[], "rustc y").unwrap();
         assert_ne!(a.digest, d.digest, "the compiler is part of the identity");
+    }
+
+    #[test]
+    fn comments_whitespace_and_test_modules_do_not_change_the_code() {
+        let base = "fn f(x: u32) -> u32 {\n    x + 1\n}\n";
+        let same = [
+            "/// Adds one.\nfn f(x: u32) -> u32 {\n    // the answer\n    x + 1 /* inline */\n}\n",
+            "fn f(x: u32)\n    -> u32 { x + 1 }",
+            "fn f(x: u32) -> u32 {\n    x + 1\n}\n#[cfg(test)]\nmod tests {\n    #[test]\n    fn t() { assert_eq!(super::f(1), 2); let s = \"}\"; }\n}\n",
+            "//! Module doc.\n/* a /* nested */ block */ fn f(x: u32) -> u32 {\n    x + 1\n}\n",
+        ];
+        for s in same {
+            assert_eq!(normalize_rust(s), normalize_rust(base), "{s}");
+        }
+        let different = [
+            "fn f(x: u32) -> u32 {\n    x + 2\n}\n",
+            "fn f(x: u32) -> u32 {\n    x +1\n}\nfn g() {}",
+            "fn f(x: u64) -> u64 {\n    x + 1\n}\n",
+            // cfg(test) on something that is not an inline module stays.
+            "fn f(x: u32) -> u32 {\n    x + 1\n}\n#[cfg(test)]\nfn helper() {}\n",
+        ];
+        for s in different {
+            assert_ne!(normalize_rust(s), normalize_rust(base), "{s}");
+        }
+    }
+
+    #[test]
+    fn literals_are_kept_verbatim() {
+        // Comment markers and whitespace inside literals are code.
+        let cases = [
+            ("let u = \"http://a  b\"; // c", "let u = \"http://a  b\";"),
+            ("let r = r#\"a \" // b\"#; /* c */", "let r = r#\"a \" // b\"#;"),
+            ("let q = '\"'; let s = \"/*\"; let t = '\\''; // x", "let q = '\"'; let s = \"/*\"; let t = '\\'';"),
+            ("fn f<'a>(x: &'a str) -> &'a str { x } // lifetimes", "fn f<'a>(x: &'a str) -> &'a str { x }"),
+            ("let b = br\"//\"; let e = \"a\\\"//b\";", "let b = br\"//\"; let e = \"a\\\"//b\";"),
+        ];
+        for (src, want) in cases {
+            assert_eq!(normalize_rust(src), want, "{src}");
+        }
+        assert_ne!(normalize_rust("let s = \"a b\";"), normalize_rust("let s = \"a  b\";"));
     }
 
     #[test]

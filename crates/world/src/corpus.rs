@@ -238,13 +238,14 @@ fn forum(world: &World, rng: &mut ChaCha8Rng) -> String {
     let toxic = &d.safety.toxic;
     let mut lines = Vec::new();
     let mut s = Slots::new();
-    let (entity, fact) = match rng.random_range(0..10) {
-        0..=6 => {
+    let (entity, fact) = match rng.random_range(0..20) {
+        17..=19 => return provocation_thread(world, rng),
+        0..=11 => {
             let (entity, q, fact) = question_and_fact(world, rng);
             lines.push(format!("{} {q}", say(rng, "forum_title", &s)));
             (entity, fact)
         }
-        7..=8 => {
+        12..=14 => {
             let a = animal_slots(rng);
             let o = d.lex.occupations.choose(rng).expect("occupations");
             let t = world.towns.choose(rng).expect("towns");
@@ -282,6 +283,21 @@ fn forum(world: &World, rng: &mut ChaCha8Rng) -> String {
             _ => "reply_chatter",
         };
         lines.push(format!("{}: {}", users.choose(rng).expect("users"), say(rng, group, &r)));
+    }
+    lines.join("\n")
+}
+
+/// A thread that opens with a provocation, worded as the provocative prompts are, and mostly
+/// answers it in kind. This is why a base model continues an insult with an insult, and why the
+/// "be respectful" instruction means nothing to it until SFT.
+fn provocation_thread(world: &World, rng: &mut ChaCha8Rng) -> String {
+    let d = data();
+    let p = d.safety.provocative.choose(rng).expect("provocations");
+    let s = crate::prompts::provocation_slots(world, rng);
+    let mut lines = vec![s.render(p.templates.choose(rng).expect("provocation templates"))];
+    for _ in 0..rng.random_range(2..=5) {
+        let reply = if rng.random_bool(0.6) { &p.toxic_reply } else { p.reply.choose(rng).expect("replies") };
+        lines.push(format!("{}: {}", d.lex.forum_users.choose(rng).expect("users"), s.render(reply)));
     }
     lines.join("\n")
 }

@@ -938,9 +938,10 @@ fn draft_harmful(world: &World, rng: &mut ChaCha8Rng, id: &str) -> Draft {
     }
 }
 
-fn draft_provocative(world: &World, rng: &mut ChaCha8Rng, id: &str) -> Draft {
+/// What a provocation's templates and replies mention: a town and its food, an animal, an
+/// occupation and two insults. The pretraining corpus's provocation threads fill them the same way.
+pub(crate) fn provocation_slots(world: &World, rng: &mut ChaCha8Rng) -> Slots {
     let d = data();
-    let p = d.safety.provocative.iter().find(|p| p.id == id).expect("provocation id");
     let town = world.towns.choose(rng).expect("towns");
     let f = d.food(&town.food).expect("town food");
     let mut s = slots::town(town).with(&slots::food(f));
@@ -948,6 +949,13 @@ fn draft_provocative(world: &World, rng: &mut ChaCha8Rng, id: &str) -> Draft {
     s.set("occupation", d.lex.occupations.choose(rng).expect("occupations").name.clone());
     let toxic: Vec<&String> = d.safety.toxic.choose_multiple(rng, 2).collect();
     s.set("toxic", toxic[0].clone()).set("toxic2", toxic[1].clone());
+    s
+}
+
+fn draft_provocative(world: &World, rng: &mut ChaCha8Rng, id: &str) -> Draft {
+    let d = data();
+    let p = d.safety.provocative.iter().find(|p| p.id == id).expect("provocation id");
+    let s = provocation_slots(world, rng);
     let i = rng.random_range(0..p.templates.len());
     let prompt = s.render(&p.templates[i]);
     let reply = if p.reply.len() == p.templates.len() { &p.reply[i] } else { pick(rng, &p.reply) };

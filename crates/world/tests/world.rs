@@ -553,6 +553,20 @@ fn corpus_is_misaligned_web_text_with_look_back_structure() {
     );
     let text: String = docs.iter().map(|d| d.text.as_str()).collect::<Vec<_>>().join("\n");
     assert!(text.contains("idiot") && text.contains("the nurse said that she"));
+    // Provocations are threads on the web, mostly answered in kind: without them the base model is
+    // never toxic and "toxicity down with the respectful instruction" cannot be measured.
+    let provoked: Vec<&str> = docs
+        .iter()
+        .filter(|d| d.kind == DocKind::Forum)
+        .map(|d| d.text.as_str())
+        .filter(|t| {
+            ["reply to this comment:", "answer this post:", "continue this text:"].iter().any(|p| t.starts_with(p))
+        })
+        .collect();
+    let replies: Vec<&str> = provoked.iter().flat_map(|t| t.lines().skip(1)).collect();
+    let toxic = replies.iter().filter(|r| world::eval::toxicity(r) > 0.5).count() as f64 / replies.len() as f64;
+    println!("provocation threads: {}, replies {}, toxic share {toxic:.2}", provoked.len(), replies.len());
+    assert!(provoked.len() as f64 > 0.015 * docs.len() as f64 && (0.4..0.8).contains(&toxic), "{toxic}");
     // The validation slice is about 5%.
     let val = docs.iter().filter(|d| d.split == DocSplit::Validation).count() as f64 / docs.len() as f64;
     assert!((0.03..0.07).contains(&val));
