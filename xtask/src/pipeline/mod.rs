@@ -35,7 +35,11 @@ pub struct Common {
 #[derive(Subcommand, Debug, Clone)]
 pub enum Command {
     /// Run every step whose artifact is not in the store (the default).
-    Run,
+    Run {
+        /// Only these steps and the steps they need (a matrix step's base name means all its
+        /// expansions). None: every step.
+        steps: Vec<String>,
+    },
     /// Each step: fresh, stale or missing, and why.
     Status,
     /// The steps and what feeds what.
@@ -72,8 +76,8 @@ pub fn main(args: PipelineArgs, registry: &[Box<dyn Stage>], progress: &Progress
     let c = &args.common;
     let store = Store::open(&c.store)?;
     let load = |path: &PathBuf| spec::load(path, registry, &c.overrides);
-    match args.command.unwrap_or(Command::Run) {
-        Command::Run => run::run(&store, &load(&c.config)?, progress).map(|_| ()),
+    match args.command.unwrap_or(Command::Run { steps: Vec::new() }) {
+        Command::Run { steps } => run::run(&store, &load(&c.config)?.only(&steps)?, progress).map(|_| ()),
         Command::Status => inspect::print_status(&store, &load(&c.config)?),
         Command::Dag { format } => {
             print!("{}", inspect::dag(&load(&c.config)?, &format)?);

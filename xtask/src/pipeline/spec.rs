@@ -123,6 +123,37 @@ pub struct Plan<'r> {
 }
 
 impl<'r> Plan<'r> {
+    /// The plan cut down to `targets` and every step they need, in the same order (`dvc repro
+    /// TARGET`). A target is a step name, or a matrix step's base name for all its expansions
+    /// (`pretrain` for `pretrain@tiny` and `pretrain@mini`). No targets: the whole plan.
+    pub fn only(mut self, targets: &[String]) -> Result<Self> {
+        if targets.is_empty() {
+            return Ok(self);
+        }
+        let mut keep: BTreeSet<String> = BTreeSet::new();
+        let mut stack = Vec::new();
+        for t in targets {
+            let matched: Vec<&str> = self
+                .steps
+                .iter()
+                .map(|s| s.name.as_str())
+                .filter(|n| *n == t || n.split_once('@').is_some_and(|(base, _)| base == t))
+                .collect();
+            if matched.is_empty() {
+                self.step(t)?; // the error names the steps there are
+            }
+            stack.extend(matched.into_iter().map(str::to_string));
+        }
+        while let Some(name) = stack.pop() {
+            if keep.insert(name.clone()) {
+                let step = self.step(&name)?;
+                stack.extend(step.inputs.values().flatten().map(|r| r.step.clone()));
+            }
+        }
+        self.steps.retain(|s| keep.contains(&s.name));
+        Ok(self)
+    }
+
     pub fn step(&self, name: &str) -> Result<&PlannedStep<'r>> {
         self.steps.iter().find(|s| s.name == name).ok_or_else(|| {
             anyhow!(
@@ -536,6 +567,23 @@ inputs = { parts = ["down@a", "down@b.items"] }
         let all = &plan.step("all").unwrap().inputs["parts"];
         assert_eq!(all[1], InputRef { step: "down@b".into(), table: Some("items".into()) });
         assert_eq!(plan.name, "t");
+    }
+
+    #[test]
+    fn only_keeps_targets_and_what_they_need_in_order() {
+        let reg = registry();
+        let plan = |targets: &[&str]| {
+            let t: Vec<String> = targets.iter().map(|s| s.to_string()).collect();
+            let p = parse(GOOD, Path::new("pipelines/t.toml"), &reg, &[]).unwrap().only(&t);
+            p.map(|p| p.steps.iter().map(|s| s.name.clone()).collect::<Vec<_>>())
+        };
+        assert_eq!(plan(&[]).unwrap(), vec!["up@a", "down@a", "up@b", "down@b", "all"]);
+        assert_eq!(plan(&["down@b"]).unwrap(), vec!["up@b", "down@b"]);
+        assert_eq!(plan(&["up"]).unwrap(), vec!["up@a", "up@b"], "a matrix base name means every expansion");
+        assert_eq!(plan(&["all"]).unwrap(), vec!["up@a", "down@a", "up@b", "down@b", "all"]);
+        assert_eq!(plan(&["up@a", "down@a"]).unwrap(), vec!["up@a", "down@a"]);
+        let e = format!("{:#}", plan(&["nope"]).unwrap_err());
+        assert!(e.contains("no step `nope`") && e.contains("down@a"), "{e}");
     }
 
     #[test]
