@@ -298,7 +298,8 @@ impl TypedStage for RewardModel {
 
 /// Agreement with held-out labelers on the validation rankings' non-tied pairs, for the reward model
 /// and, as yardsticks, for the training labeler who made each ranking and for the gold judge (the
-/// ceiling: a reward model can at best learn the judge the labelers are noisy copies of).
+/// ceiling: a reward model can at best learn the judge the labelers are noisy copies of). Also the
+/// validation accuracy per task family, the RM's and the gold judge's.
 fn heldout_agreement(
     ctx: &mut StageContext,
     base: &Bundle,
@@ -312,7 +313,10 @@ fn heldout_agreement(
         return Ok(());
     }
     let meta: BTreeMap<&str, &str> = prompts.iter().map(|r| (r.prompt_id.as_str(), r.meta.as_str())).collect();
+    let family: BTreeMap<&str, &str> = prompts.iter().map(|r| (r.prompt_id.as_str(), r.family.as_str())).collect();
     let (mut rm_agree, mut lab_agree, mut gold_agree, mut n) = (0usize, 0usize, 0usize, 0usize);
+    // Per task family, against the ranking itself: pairs, RM right, gold judge right.
+    let mut by_family: BTreeMap<&str, [usize; 3]> = BTreeMap::new();
     for (i, r) in val.iter().enumerate() {
         let Some(Ok(Some(m))) = meta.get(r.prompt_id.as_str()).map(|j| parse_meta(j)) else { continue };
         let pairs = r
@@ -330,6 +334,11 @@ fn heldout_agreement(
                 if r.ranks[a] == r.ranks[b] || r.responses[a] == r.responses[b] {
                     continue;
                 }
+                let ranked_a = r.ranks[a] < r.ranks[b];
+                let f = by_family.entry(family.get(r.prompt_id.as_str()).copied().unwrap_or("")).or_default();
+                f[0] += 1;
+                f[1] += usize::from((scores[a] > scores[b]) == ranked_a);
+                f[2] += usize::from((gold[a].score > gold[b].score) == ranked_a);
                 let pref = h.compare_judged(&r.prompt_id, [&responses[a], &responses[b]], [gold[a], gold[b]]);
                 let held_a = match pref {
                     Preference::A => true,
@@ -348,6 +357,13 @@ fn heldout_agreement(
         ctx.metric("heldout_agreement_labelers", lab_agree as f64 / n as f64);
         ctx.metric("heldout_agreement_gold", gold_agree as f64 / n as f64);
         ctx.metric("heldout_pairs", n as f64);
+    }
+    // Which kinds of task the RM can rank, beside how well the judge the labelers copy ranks them.
+    for (f, [pairs, rm, gold]) in by_family {
+        if pairs >= 20 && !f.is_empty() {
+            ctx.metric(format!("val_accuracy_{f}"), rm as f64 / pairs as f64);
+            ctx.metric(format!("val_accuracy_gold_{f}"), gold as f64 / pairs as f64);
+        }
     }
     Ok(())
 }
