@@ -142,6 +142,18 @@ impl TypedStage for Ppo {
                 ctx.metric(m, v);
             }
         }
+        // The training rollouts' reward and gold score, averaged over the first and the last quarter
+        // of the iterations: fresh prompts every iteration, so these move less by chance than one
+        // probe pass of a few dozen samples.
+        for m in ["rm_reward", "gold", "score"] {
+            let s = log.series(m);
+            let q = s.len().div_ceil(4);
+            if q > 0 && s.len() >= 2 {
+                let mean = |w: &[(i64, f64)]| w.iter().map(|(_, v)| v).sum::<f64>() / w.len() as f64;
+                ctx.metric(format!("{m}_first_quarter"), mean(&s[..q]));
+                ctx.metric(format!("{m}_last_quarter"), mean(&s[s.len() - q..]));
+            }
+        }
         for m in ["probe_gold", "probe_rm", "probe_kl"] {
             let s = log.series(m);
             if let (Some(first), Some(last)) = (s.first(), s.last()) {
