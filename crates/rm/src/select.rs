@@ -97,6 +97,7 @@ impl TypedStage for SelectSft {
 
         let mut log = TrainLog::new();
         let mut best: Option<(f64, u64, std::path::PathBuf)> = None;
+        let mut per_epoch: Vec<(u64, Vec<f32>)> = Vec::new();
         for (epoch, dir) in &candidates {
             let b = Bundle::load(dir, &device).with_context(|| format!("loading {}", dir.display()))?;
             if b.tok.vocab_size() != rm.config().vocab_size {
@@ -125,14 +126,60 @@ impl TypedStage for SelectSft {
             if best.as_ref().is_none_or(|(b, _, _)| mean > *b) {
                 best = Some((mean, *epoch, dir.clone()));
             }
+            per_epoch.push((*epoch, scores));
         }
         let (score, epoch, dir) = best.expect("at least one candidate");
         ctx.metric("selected_epoch", epoch as f64);
         ctx.metric("rm_score", score);
+        // Every epoch samples the same prompts with the same seeds, so the pick is judged by paired
+        // differences: epochs within two standard errors of the best are not told apart by this RM.
+        let best_scores = &per_epoch.iter().find(|(e, _)| *e == epoch).expect("the best epoch was scored").1;
+        let close: Vec<u64> = per_epoch
+            .iter()
+            .filter(|(e, s)| *e != epoch && paired_gap(best_scores, s).is_some_and(|(gap, se)| gap < 2.0 * se))
+            .map(|(e, _)| *e)
+            .collect();
+        ctx.metric("epochs_within_2se", close.len() as f64);
+        if !close.is_empty() {
+            let list: Vec<String> = close.iter().map(u64::to_string).collect();
+            ctx.warn(format!(
+                "epoch {epoch} is the RM's pick, but epochs {} score within two standard errors of it on {} prompts: \
+                 more prompts (max_prompts) or a stronger reward model would tell them apart",
+                list.join(", "),
+                best_scores.len()
+            ));
+        }
         if let Some(g) = log.rows().iter().find(|r| r.step == epoch as i64 && r.metric == "gold_score") {
             ctx.metric("gold_score", g.value);
         }
         copy_model_files(&dir, ctx.out_path("model/config.json")?.parent().expect("model dir"))?;
         log.write(ctx)
+    }
+}
+
+/// Mean of `a - b` over paired samples and its standard error (None with fewer than two pairs).
+fn paired_gap(a: &[f32], b: &[f32]) -> Option<(f64, f64)> {
+    let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| (*x - *y) as f64).collect();
+    let n = d.len() as f64;
+    if d.len() < 2 {
+        return None;
+    }
+    let mean = d.iter().sum::<f64>() / n;
+    let var = d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    Some((mean, (var / n).sqrt()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::paired_gap;
+
+    #[test]
+    fn paired_gap_is_the_mean_difference_and_its_standard_error() {
+        // Differences 1, 2, 3: mean 2, sample variance 1, standard error 1/sqrt(3).
+        let (gap, se) = paired_gap(&[2.0, 4.0, 6.0], &[1.0, 2.0, 3.0]).unwrap();
+        assert!((gap - 2.0).abs() < 1e-12 && (se - 1.0 / 3f64.sqrt()).abs() < 1e-12, "{gap} {se}");
+        // A constant shift has no spread: any gap is told apart.
+        assert_eq!(paired_gap(&[1.5, 2.5], &[1.0, 2.0]).unwrap(), (0.5, 0.0));
+        assert!(paired_gap(&[1.0], &[0.0]).is_none());
     }
 }
