@@ -317,22 +317,20 @@ pub fn normalize_rust(src: &str) -> String {
     let pieces = drop_test_modules(lex(src));
     let mut out = String::with_capacity(src.len());
     let mut gap = false;
-    for p in pieces {
-        match p {
-            Piece::Gap => gap = true,
-            Piece::Literal(t) => {
-                if std::mem::take(&mut gap) && !out.is_empty() {
-                    out.push(' ');
-                }
-                out.push_str(&t);
+    let mut buf = [0u8; 4];
+    for p in &pieces {
+        let text = match p {
+            Piece::Gap => {
+                gap = true;
+                continue;
             }
-            Piece::Char(c) => {
-                if std::mem::take(&mut gap) && !out.is_empty() {
-                    out.push(' ');
-                }
-                out.push(c);
-            }
+            Piece::Literal(t) => t.as_str(),
+            Piece::Char(c) => c.encode_utf8(&mut buf),
+        };
+        if std::mem::take(&mut gap) && !out.is_empty() {
+            out.push(' ');
         }
+        out.push_str(text);
     }
     out
 }
@@ -341,7 +339,6 @@ fn lex(src: &str) -> Vec<Piece> {
     let c: Vec<char> = src.chars().collect();
     let n = c.len();
     let at = |i: usize| c.get(i).copied().unwrap_or('\0');
-    let ident = |ch: char| ch.is_alphanumeric() || ch == '_';
     let mut out = Vec::new();
     let mut i = 0;
     while i < n {
@@ -377,57 +374,56 @@ fn lex(src: &str) -> Vec<Piece> {
             push_gap(&mut out);
             continue;
         }
-        let after_ident = i > 0 && ident(c[i - 1]);
-        // Raw strings: r"..", r#".."#, br#".."#.
-        if !after_ident && (ch == 'r' || (ch == 'b' && at(i + 1) == 'r')) {
-            let mut j = i + if ch == 'b' { 2 } else { 1 };
-            let hashes = c[j.min(n)..].iter().take_while(|&&h| h == '#').count();
-            j += hashes;
-            if at(j) == '"' {
-                j += 1;
-                while j < n && !(c[j] == '"' && (1..=hashes).all(|k| at(j + k) == '#')) {
-                    j += 1;
-                }
-                let end = (j + 1 + hashes).min(n);
-                out.push(Piece::Literal(c[i..end].iter().collect()));
-                i = end;
-                continue;
-            }
-        }
-        if ch == '"' {
-            let mut j = i + 1;
-            while j < n && c[j] != '"' {
-                j += if c[j] == '\\' { 2 } else { 1 };
-            }
-            let end = (j + 1).min(n);
+        if let Some(end) = literal_end(&c, i) {
             out.push(Piece::Literal(c[i..end].iter().collect()));
             i = end;
             continue;
-        }
-        if ch == '\'' {
-            // A char literal ('a', '\n', '\'', '\u{..}'), or else a lifetime or label.
-            let end = if at(i + 1) == '\\' {
-                let mut j = i + 3;
-                while j < n && c[j] != '\'' {
-                    j += 1;
-                }
-                Some(j + 1)
-            } else if at(i + 2) == '\'' {
-                Some(i + 3)
-            } else {
-                None
-            };
-            if let Some(end) = end {
-                let end = end.min(n);
-                out.push(Piece::Literal(c[i..end].iter().collect()));
-                i = end;
-                continue;
-            }
         }
         out.push(Piece::Char(ch));
         i += 1;
     }
     out
+}
+
+/// If a string, byte-string, raw-string or char literal starts at `i`, the index just past it.
+fn literal_end(c: &[char], i: usize) -> Option<usize> {
+    let n = c.len();
+    let at = |i: usize| c.get(i).copied().unwrap_or('\0');
+    let ch = c[i];
+    let after_ident = i > 0 && (c[i - 1].is_alphanumeric() || c[i - 1] == '_');
+    // Raw strings: r"..", r#".."#, br#".."#.
+    if !after_ident && (ch == 'r' || (ch == 'b' && at(i + 1) == 'r')) {
+        let mut j = i + if ch == 'b' { 2 } else { 1 };
+        let hashes = c[j.min(n)..].iter().take_while(|&&h| h == '#').count();
+        j += hashes;
+        if at(j) == '"' {
+            j += 1;
+            while j < n && !(c[j] == '"' && (1..=hashes).all(|k| at(j + k) == '#')) {
+                j += 1;
+            }
+            return Some((j + 1 + hashes).min(n));
+        }
+    }
+    let end = match ch {
+        '"' => {
+            let mut j = i + 1;
+            while j < n && c[j] != '"' {
+                j += if c[j] == '\\' { 2 } else { 1 };
+            }
+            j + 1
+        }
+        // A char literal ('a', '\n', '\'', '\u{..}'), or else a lifetime or label.
+        '\'' if at(i + 1) == '\\' => {
+            let mut j = i + 3;
+            while j < n && c[j] != '\'' {
+                j += 1;
+            }
+            j + 1
+        }
+        '\'' if at(i + 2) == '\'' => i + 3,
+        _ => return None,
+    };
+    Some(end.min(n))
 }
 
 fn push_gap(out: &mut Vec<Piece>) {

@@ -148,7 +148,7 @@ impl TypedStage for Ppo {
         for m in ["rm_reward", "gold", "score"] {
             let s = log.series(m);
             let q = s.len().div_ceil(4);
-            if q > 0 && s.len() >= 2 {
+            if s.len() >= 2 {
                 let mean = |w: &[(i64, f64)]| w.iter().map(|(_, v)| v).sum::<f64>() / w.len() as f64;
                 ctx.metric(format!("{m}_first_quarter"), mean(&s[..q]));
                 ctx.metric(format!("{m}_last_quarter"), mean(&s[s.len() - q..]));

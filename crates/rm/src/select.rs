@@ -96,8 +96,8 @@ impl TypedStage for SelectSft {
         let metas: Vec<_> = prompts.iter().map(|r| parse_meta(&r.meta).ok().flatten()).collect();
 
         let mut log = TrainLog::new();
-        let mut best: Option<(f64, u64, std::path::PathBuf)> = None;
-        let mut per_epoch: Vec<(u64, Vec<f32>)> = Vec::new();
+        // (epoch, model directory, mean RM score, per-prompt scores)
+        let mut scored: Vec<(u64, &std::path::PathBuf, f64, Vec<f32>)> = Vec::new();
         for (epoch, dir) in &candidates {
             let b = Bundle::load(dir, &device).with_context(|| format!("loading {}", dir.display()))?;
             if b.tok.vocab_size() != rm.config().vocab_size {
@@ -123,21 +123,19 @@ impl TypedStage for SelectSft {
             let eos = sampled.iter().filter(|s| s.ended_with_eos()).count() as f64 / sampled.len() as f64;
             log.record(*epoch, "eos_rate", eos);
             ctx.metric(format!("rm_score_epoch_{epoch}"), mean);
-            if best.as_ref().is_none_or(|(b, _, _)| mean > *b) {
-                best = Some((mean, *epoch, dir.clone()));
-            }
-            per_epoch.push((*epoch, scores));
+            scored.push((*epoch, dir, mean, scores));
         }
-        let (score, epoch, dir) = best.expect("at least one candidate");
+        // The highest mean; the earliest epoch on a tie.
+        let best = scored.iter().fold(&scored[0], |b, e| if e.2 > b.2 { e } else { b });
+        let (epoch, dir, score, best_scores) = (best.0, best.1, best.2, &best.3);
         ctx.metric("selected_epoch", epoch as f64);
         ctx.metric("rm_score", score);
         // Every epoch samples the same prompts with the same seeds, so the pick is judged by paired
         // differences: epochs within two standard errors of the best are not told apart by this RM.
-        let best_scores = &per_epoch.iter().find(|(e, _)| *e == epoch).expect("the best epoch was scored").1;
-        let close: Vec<u64> = per_epoch
+        let close: Vec<u64> = scored
             .iter()
-            .filter(|(e, s)| *e != epoch && paired_gap(best_scores, s).is_some_and(|(gap, se)| gap < 2.0 * se))
-            .map(|(e, _)| *e)
+            .filter(|(e, _, _, s)| *e != epoch && paired_gap(best_scores, s).is_some_and(|(gap, se)| gap < 2.0 * se))
+            .map(|(e, ..)| *e)
             .collect();
         ctx.metric("epochs_within_2se", close.len() as f64);
         if !close.is_empty() {
@@ -152,7 +150,7 @@ impl TypedStage for SelectSft {
         if let Some(g) = log.rows().iter().find(|r| r.step == epoch as i64 && r.metric == "gold_score") {
             ctx.metric("gold_score", g.value);
         }
-        copy_model_files(&dir, ctx.out_path("model/config.json")?.parent().expect("model dir"))?;
+        copy_model_files(dir, ctx.out_path("model/config.json")?.parent().expect("model dir"))?;
         log.write(ctx)
     }
 }

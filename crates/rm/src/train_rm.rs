@@ -312,13 +312,13 @@ fn heldout_agreement(
     if pool.heldout.is_empty() || val.is_empty() {
         return Ok(());
     }
-    let meta: BTreeMap<&str, &str> = prompts.iter().map(|r| (r.prompt_id.as_str(), r.meta.as_str())).collect();
-    let family: BTreeMap<&str, &str> = prompts.iter().map(|r| (r.prompt_id.as_str(), r.family.as_str())).collect();
+    let by_id: BTreeMap<&str, &PromptRow> = prompts.iter().map(|r| (r.prompt_id.as_str(), r)).collect();
     let (mut rm_agree, mut lab_agree, mut gold_agree, mut n) = (0usize, 0usize, 0usize, 0usize);
     // Per task family, against the ranking itself: pairs, RM right, gold judge right.
     let mut by_family: BTreeMap<&str, [usize; 3]> = BTreeMap::new();
     for (i, r) in val.iter().enumerate() {
-        let Some(Ok(Some(m))) = meta.get(r.prompt_id.as_str()).map(|j| parse_meta(j)) else { continue };
+        let Some(row) = by_id.get(r.prompt_id.as_str()) else { continue };
+        let Ok(Some(m)) = parse_meta(&row.meta) else { continue };
         let pairs = r
             .responses
             .iter()
@@ -334,11 +334,12 @@ fn heldout_agreement(
                 if r.ranks[a] == r.ranks[b] || r.responses[a] == r.responses[b] {
                     continue;
                 }
-                let ranked_a = r.ranks[a] < r.ranks[b];
-                let f = by_family.entry(family.get(r.prompt_id.as_str()).copied().unwrap_or("")).or_default();
+                let (ranked_a, rm_a, gold_a) =
+                    (r.ranks[a] < r.ranks[b], scores[a] > scores[b], gold[a].score > gold[b].score);
+                let f = by_family.entry(row.family.as_str()).or_default();
                 f[0] += 1;
-                f[1] += usize::from((scores[a] > scores[b]) == ranked_a);
-                f[2] += usize::from((gold[a].score > gold[b].score) == ranked_a);
+                f[1] += usize::from(rm_a == ranked_a);
+                f[2] += usize::from(gold_a == ranked_a);
                 let pref = h.compare_judged(&r.prompt_id, [&responses[a], &responses[b]], [gold[a], gold[b]]);
                 let held_a = match pref {
                     Preference::A => true,
@@ -346,9 +347,9 @@ fn heldout_agreement(
                     Preference::Tie => continue,
                 };
                 n += 1;
-                rm_agree += usize::from((scores[a] > scores[b]) == held_a);
-                lab_agree += usize::from((r.ranks[a] < r.ranks[b]) == held_a);
-                gold_agree += usize::from((gold[a].score > gold[b].score) == held_a);
+                rm_agree += usize::from(rm_a == held_a);
+                lab_agree += usize::from(ranked_a == held_a);
+                gold_agree += usize::from(gold_a == held_a);
             }
         }
     }
