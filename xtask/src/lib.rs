@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod compare;
 pub mod pipeline;
+pub mod progress_log;
 pub mod report;
 
 use std::io::Write;
@@ -14,7 +15,7 @@ use std::sync::OnceLock;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use indicatif::MultiProgress;
+use indicatif::{MultiProgress, ProgressDrawTarget};
 use lineage::{Progress, Stage};
 
 /// Every stage the pipeline can run.
@@ -58,7 +59,12 @@ struct LogWriter;
 impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         match MULTI.get() {
-            Some(m) if !m.is_hidden() => m.suspend(|| std::io::stderr().write_all(buf))?,
+            // Only a terminal's bars need moving aside. In a log they are lines themselves, logged
+            // from inside a redraw, which holds the bars' lock: test the terminal first, as even
+            // `is_hidden` would wait for that lock.
+            Some(m) if std::io::IsTerminal::is_terminal(&std::io::stderr()) && !m.is_hidden() => {
+                m.suspend(|| std::io::stderr().write_all(buf))?
+            }
             _ => std::io::stderr().write_all(buf)?,
         }
         Ok(buf.len())
@@ -80,12 +86,24 @@ fn init_logging() {
         .try_init();
 }
 
+/// Bars on a terminal; in a log file or pipe, bar lines logged every 30 s (see [`progress_log`]).
+fn progress_target() -> MultiProgress {
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return MultiProgress::new();
+    }
+    let target = match progress_log::interval_from_env() {
+        Some(every) => ProgressDrawTarget::term_like_with_hz(Box::new(progress_log::LogLines::new(every)), 1),
+        None => ProgressDrawTarget::hidden(),
+    };
+    MultiProgress::with_draw_target(target)
+}
+
 /// The `cargo xtask` entry point.
 pub fn main() -> Result<()> {
     init_logging();
     let cli = Cli::parse();
     let registry = registry();
-    let multi = MULTI.get_or_init(MultiProgress::new).clone();
+    let multi = MULTI.get_or_init(progress_target).clone();
     let progress = Progress::new(multi);
     match cli.command {
         Command::Pipeline(args) => pipeline::main(args, &registry, &progress),
