@@ -107,7 +107,27 @@ pub fn findings(models: &[Evaluated], rows: &[MetricRow], baseline: &str) -> Fin
         f.lines.extend(compare("toxicity_respectful", "Toxicity when asked to be respectful (lower is better)", false));
     }
 
-    // 5. The alignment tax: PPO-ptx against PPO of the same size.
+    // 5. The oracle control: PPO on the gold judge's score with the same budget. Its win rate is
+    // what this PPO can buy with a perfect reward; the gap down to PPO on the RM is the RM's cost.
+    for oracle in of_kind(models, "ppo_oracle") {
+        let Some(ro) = wr(oracle) else { continue };
+        let rm_ppo = of_kind(models, "ppo").find(|m| m.size == oracle.size).and_then(|m| wr(m).map(|r| (m, r)));
+        let versus = match rm_ppo {
+            Some((m, r)) => format!("; with the reward model ({}): {}", m.name, ci(r)),
+            None => String::new(),
+        };
+        f.lines.push((
+            format!(
+                "Oracle control {}: PPO with the gold judge as its reward wins {} against {baseline}{versus} \
+                 (an oracle near 0.5 means PPO's budget, not the reward model, limits the result)",
+                oracle.name,
+                ci(ro)
+            ),
+            ro.lo > 0.5,
+        ));
+    }
+
+    // 6. The alignment tax: PPO-ptx against PPO of the same size.
     for ptx in of_kind(models, "ppo_ptx") {
         let Some(ppo) = of_kind(models, "ppo").find(|m| m.size == ptx.size) else { continue };
         if let (Some(a), Some(b)) =
@@ -134,4 +154,57 @@ pub fn findings(models: &[Evaluated], rows: &[MetricRow], baseline: &str) -> Fin
         }
     }
     f
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn model(name: &str, kind: &str) -> Evaluated {
+        Evaluated {
+            name: name.into(),
+            kind: kind.into(),
+            size: "tiny".into(),
+            params: 1000,
+            key: format!("key-{name}"),
+            metrics: vec![],
+            samples: BTreeMap::new(),
+        }
+    }
+
+    fn win(name: &str, value: f64, lo: f64, hi: f64) -> MetricRow {
+        MetricRow {
+            model: name.into(),
+            kind: String::new(),
+            size: "tiny".into(),
+            params: 1000,
+            metric: "win_rate".into(),
+            value,
+            lo,
+            hi,
+            n: 100,
+            source: String::new(),
+        }
+    }
+
+    fn oracle_line(f: &Findings) -> (String, bool) {
+        f.lines.iter().find(|(l, _)| l.starts_with("Oracle control")).cloned().expect("an oracle finding")
+    }
+
+    #[test]
+    fn oracle_control_is_compared_with_rm_ppo_of_its_size() {
+        let models = [model("sft", "sft"), model("ppo", "ppo"), model("oracle", "ppo_oracle")];
+        let rows = [win("sft", 0.5, 0.5, 0.5), win("ppo", 0.50, 0.48, 0.52), win("oracle", 0.60, 0.57, 0.63)];
+        let (line, ok) = oracle_line(&findings(&models, &rows, "sft"));
+        assert!(ok, "{line}");
+        assert!(line.contains("0.600 [0.570, 0.630]") && line.contains("(ppo): 0.500 [0.480, 0.520]"), "{line}");
+        // The oracle is not a PPO-ptx model nor the plain PPO the alignment tax compares with.
+        let rows = [win("sft", 0.5, 0.5, 0.5), win("oracle", 0.51, 0.49, 0.53)];
+        let f = findings(&models[..], &rows, "sft");
+        let (line, ok) = oracle_line(&f);
+        assert!(!ok && !line.contains("with the reward model"), "{line}");
+        assert_eq!(f.best_ppo_ptx_win_rate, None);
+    }
 }

@@ -29,8 +29,9 @@ use crate::metrics::{self, Bootstrap, Item, Measure};
 
 pub struct EvalModel;
 
-/// The kinds of model the report knows how to compare.
-pub const KINDS: [&str; 6] = ["base", "base_few_shot", "sft", "ppo", "ppo_ptx", "other"];
+/// The kinds of model the report knows how to compare. `ppo_oracle` is PPO with the gold judge as
+/// its reward (`ppo.oracle = true`): the control that tells a weak reward model from a weak PPO.
+pub const KINDS: [&str; 7] = ["base", "base_few_shot", "sft", "ppo", "ppo_ptx", "ppo_oracle", "other"];
 
 /// Parameters of `eval.model`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
