@@ -10,6 +10,7 @@ use lineage::tables::{DEMONSTRATIONS, DemonstrationRow, PROMPTS, PromptRow, RANK
 use lineage::{InputSpec, StageContext, TableSpec, TypedStage, Validate};
 use model::batch::Batch;
 use model::bundle::{Bundle, score_pairs};
+use model::dropout::Dropout;
 use model::lm::ScalarModel;
 use model::train::{self, AdamW, AdamWConfig, Grads, LrSchedule, ParamGroup, data::epoch_order};
 use serde::{Deserialize, Serialize};
@@ -46,6 +47,8 @@ pub struct RmParams {
     pub heldout_labelers: usize,
     /// Demonstrations used to normalise the reward (0: all).
     pub norm_max_demos: usize,
+    /// Residual dropout while training (0: none). Regularises runs of more than one epoch.
+    pub dropout: f64,
 }
 
 impl Default for RmParams {
@@ -65,6 +68,7 @@ impl Default for RmParams {
             labeler_seed: 0,
             heldout_labelers: 4,
             norm_max_demos: 512,
+            dropout: 0.0,
         }
     }
 }
@@ -76,6 +80,9 @@ impl Validate for RmParams {
         }
         if !(self.lr > 0.0 && self.head_lr_mult > 0.0 && self.head_std >= 0.0) {
             return Err("lr and head_lr_mult must be > 0, head_std >= 0".into());
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(format!("dropout must be in [0, 1), got {}", self.dropout));
         }
         if self.max_prompt_tokens == 0 || self.max_response_tokens == 0 {
             return Err("max_prompt_tokens and max_response_tokens must be at least 1".into());
@@ -129,10 +136,14 @@ fn encode_rankings(b: &Bundle, rows: &[RankingRow], p: &RmParams) -> Result<Vec<
 
 /// Loss and accuracy of a set of rankings (each is one batch element; one forward over all their
 /// responses). The loss is the mean over rankings with at least one non-tied pair.
-fn batch_loss(rm: &ScalarModel, items: &[&EncodedRanking]) -> Result<Option<(Tensor, usize, usize)>> {
+fn batch_loss(
+    rm: &ScalarModel,
+    items: &[&EncodedRanking],
+    dropout: Option<&mut Dropout>,
+) -> Result<Option<(Tensor, usize, usize)>> {
     let all: Vec<(Vec<u32>, Vec<u32>)> = items.iter().flat_map(|e| e.pairs.iter().cloned()).collect();
     let batch = Batch::aligned(&all, rm.device())?;
-    let rewards = rm.rewards(&batch, None)?;
+    let rewards = rm.rewards(&batch, dropout)?;
     let (mut losses, mut pairs, mut correct, mut off) = (Vec::new(), 0, 0, 0);
     for e in items {
         let k = e.pairs.len();
@@ -156,7 +167,7 @@ fn evaluate(rm: &ScalarModel, set: &[EncodedRanking], batch: usize) -> Result<(f
     let (mut loss, mut n, mut pairs, mut correct) = (0.0, 0usize, 0usize, 0usize);
     for chunk in set.chunks(batch.max(1)) {
         let items: Vec<&EncodedRanking> = chunk.iter().collect();
-        if let Some((l, p, c)) = batch_loss(&frozen, &items)? {
+        if let Some((l, p, c)) = batch_loss(&frozen, &items, None)? {
             let k = items.iter().filter(|e| e.ranks.iter().any(|r| *r != e.ranks[0])).count();
             loss += l.to_scalar::<f32>()? as f64 * k as f64;
             n += k;
@@ -217,13 +228,14 @@ impl TypedStage for RewardModel {
         let mut log = TrainLog::default();
         let bar = ctx.progress().bar(total, format!("{} reward model", ctx.step));
         let order_seed = ctx.derive_seed("order");
+        let mut dropout = (p.dropout > 0.0).then(|| Dropout::new(p.dropout, ctx.derive_seed("dropout")));
         let mut step = 0u64;
         for epoch in 0..p.epochs {
             let order = epoch_order(train_set.len(), order_seed, epoch);
             for idx in order.chunks(p.batch_prompts) {
                 let t0 = Instant::now();
                 let items: Vec<&EncodedRanking> = idx.iter().map(|&i| &train_set[i]).collect();
-                let Some((loss, pairs, correct)) = batch_loss(&rm, &items)? else { continue };
+                let Some((loss, pairs, correct)) = batch_loss(&rm, &items, dropout.as_mut())? else { continue };
                 let mut grads = Grads::backward(&loss, rm.params())?;
                 let norm = grads.clip(p.grad_clip)?;
                 let lr = sched.lr(step);
