@@ -119,7 +119,8 @@ pub fn findings(models: &[Evaluated], rows: &[MetricRow], baseline: &str) -> Fin
         f.lines.push((
             format!(
                 "Oracle control {}: PPO with the gold judge as its reward wins {} against {baseline}{versus} \
-                 (an oracle near 0.5 means PPO's budget, not the reward model, limits the result)",
+                 (an oracle near 0.5: this PPO budget, not the reward model, limits the result; an oracle well \
+                 above PPO on the reward model: the reward model does)",
                 oracle.name,
                 ci(ro)
             ),
@@ -162,25 +163,25 @@ mod tests {
 
     use super::*;
 
-    fn model(name: &str, kind: &str) -> Evaluated {
+    fn model(name: &str, kind: &str, size: &str) -> Evaluated {
         Evaluated {
             name: name.into(),
             kind: kind.into(),
-            size: "tiny".into(),
-            params: 1000,
+            size: size.into(),
+            params: if size == "mini" { 250 } else { 1000 },
             key: format!("key-{name}"),
             metrics: vec![],
             samples: BTreeMap::new(),
         }
     }
 
-    fn win(name: &str, value: f64, lo: f64, hi: f64) -> MetricRow {
+    fn row(name: &str, metric: &str, value: f64, lo: f64, hi: f64) -> MetricRow {
         MetricRow {
             model: name.into(),
             kind: String::new(),
-            size: "tiny".into(),
-            params: 1000,
-            metric: "win_rate".into(),
+            size: String::new(),
+            params: 0,
+            metric: metric.into(),
             value,
             lo,
             hi,
@@ -189,22 +190,52 @@ mod tests {
         }
     }
 
-    fn oracle_line(f: &Findings) -> (String, bool) {
-        f.lines.iter().find(|(l, _)| l.starts_with("Oracle control")).cloned().expect("an oracle finding")
+    fn win(name: &str, value: f64, lo: f64, hi: f64) -> MetricRow {
+        row(name, "win_rate", value, lo, hi)
+    }
+
+    fn line<'a>(f: &'a Findings, start: &str) -> Vec<&'a (String, bool)> {
+        f.lines.iter().filter(|(l, _)| l.starts_with(start)).collect()
     }
 
     #[test]
     fn oracle_control_is_compared_with_rm_ppo_of_its_size() {
-        let models = [model("sft", "sft"), model("ppo", "ppo"), model("oracle", "ppo_oracle")];
-        let rows = [win("sft", 0.5, 0.5, 0.5), win("ppo", 0.50, 0.48, 0.52), win("oracle", 0.60, 0.57, 0.63)];
-        let (line, ok) = oracle_line(&findings(&models, &rows, "sft"));
-        assert!(ok, "{line}");
-        assert!(line.contains("0.600 [0.570, 0.630]") && line.contains("(ppo): 0.500 [0.480, 0.520]"), "{line}");
-        // The oracle is not a PPO-ptx model nor the plain PPO the alignment tax compares with.
-        let rows = [win("sft", 0.5, 0.5, 0.5), win("oracle", 0.51, 0.49, 0.53)];
-        let f = findings(&models[..], &rows, "sft");
-        let (line, ok) = oracle_line(&f);
-        assert!(!ok && !line.contains("with the reward model"), "{line}");
-        assert_eq!(f.best_ppo_ptx_win_rate, None);
+        let models = [
+            model("ppo_mini", "ppo", "mini"),
+            model("sft", "sft", "tiny"),
+            model("ppo", "ppo", "tiny"),
+            model("ptx", "ppo_ptx", "tiny"),
+            model("oracle", "ppo_oracle", "tiny"),
+        ];
+        let nan = f64::NAN;
+        let rows = [
+            win("sft", 0.5, 0.5, 0.5),
+            win("ppo_mini", 0.40, 0.38, 0.42),
+            win("ppo", 0.50, 0.48, 0.52),
+            win("ptx", 0.47, 0.45, 0.49),
+            win("oracle", 0.60, 0.57, 0.63),
+            row("ppo", "pretrain_ppl_vs_sft", 1.05, nan, nan),
+            row("ptx", "pretrain_ppl_vs_sft", 0.08, nan, nan),
+            row("oracle", "pretrain_ppl_vs_sft", 1.10, nan, nan),
+        ];
+        let f = findings(&models, &rows, "sft");
+        let oracle = line(&f, "Oracle control");
+        assert_eq!(oracle.len(), 1, "{:?}", f.lines);
+        let (text, ok) = oracle[0];
+        assert!(*ok, "{text}");
+        assert!(text.contains("0.600 [0.570, 0.630]") && text.contains("(ppo): 0.500 [0.480, 0.520]"), "{text}");
+        // The oracle is neither the headline PPO-ptx model nor the plain PPO the alignment tax compares with.
+        assert_eq!(f.best_ppo_ptx_win_rate, Some(0.47));
+        let tax = line(&f, "Alignment tax (tiny): pretraining perplexity");
+        assert_eq!(tax.len(), 1, "{:?}", f.lines);
+        assert!(tax[0].0.contains("1.050 without (ppo)") && tax[0].1, "{:?}", tax[0]);
+
+        // Without an RM-PPO model of its size, the oracle stands alone; not above 0.5, it fails.
+        let rows = [win("sft", 0.5, 0.5, 0.5), win("ppo_mini", 0.4, 0.38, 0.42), win("oracle", 0.51, 0.49, 0.53)];
+        let models =
+            [model("ppo_mini", "ppo", "mini"), model("sft", "sft", "tiny"), model("oracle", "ppo_oracle", "tiny")];
+        let f = findings(&models, &rows, "sft");
+        let (text, ok) = line(&f, "Oracle control")[0];
+        assert!(!ok && !text.contains("with the reward model"), "{text}");
     }
 }

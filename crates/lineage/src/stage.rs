@@ -250,7 +250,8 @@ impl Progress {
     pub fn multi(&self) -> Option<&MultiProgress> {
         self.multi.as_ref()
     }
-    /// A bar of `len` steps; hidden when there is no terminal.
+    /// A bar of `len` steps, drawn where `multi` draws (xtask: a terminal, or log lines); hidden
+    /// without one.
     pub fn bar(&self, len: u64, message: impl Into<String>) -> ProgressBar {
         let bar = match &self.multi {
             Some(m) => m.add(ProgressBar::new(len)),
