@@ -21,6 +21,31 @@ pub enum KlEstimator {
     K3,
 }
 
+/// How advantages are estimated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdvantageEstimator {
+    /// GAE over the per-token rewards with the value model as baseline (the paper's PPO).
+    Gae,
+    /// REINFORCE leave-one-out (Ahmadian et al. 2024; OpenRLHF's `rloo`): each response's
+    /// KL-penalised sequence reward minus the mean of the other samples of its prompt, at every
+    /// token. Needs `samples_per_prompt >= 2`; the value model is trained but not used.
+    Rloo,
+}
+
+/// Leave-one-out advantages: `rewards` in consecutive groups of `k` samples of one prompt; each
+/// gets its reward minus the mean of the other `k - 1` of its group.
+pub fn leave_one_out(rewards: &[f32], k: usize) -> Vec<f32> {
+    assert!(k >= 2 && rewards.len().is_multiple_of(k), "groups of k >= 2 samples");
+    rewards
+        .chunks(k)
+        .flat_map(|g| {
+            let sum: f32 = g.iter().sum();
+            g.iter().map(move |r| r - (sum - r) / (k - 1) as f32)
+        })
+        .collect()
+}
+
 /// The per-token KL estimate from policy and reference log-probs.
 pub fn kl_per_token(logp: f32, ref_logp: f32, estimator: KlEstimator) -> f32 {
     let d = logp - ref_logp;
@@ -186,6 +211,17 @@ mod tests {
         // lambda = 1, gamma = 1: the advantage is the sum of future rewards minus the value.
         let (adv, _) = gae(&[0.1, -0.2, 1.0], &[0.3, 0.2, 0.1], 1.0, 1.0);
         close(adv[0], 0.9 - 0.3);
+    }
+
+    #[test]
+    fn leave_one_out_subtracts_the_mean_of_the_others_in_each_group() {
+        // Group 1 (1, 2, 6): 1 - 4 = -3, 2 - 3.5 = -1.5, 6 - 1.5 = 4.5. Group 2 (0, 0, 3): -1.5, -1.5, 3.
+        let a = leave_one_out(&[1.0, 2.0, 6.0, 0.0, 0.0, 3.0], 3);
+        for (x, e) in a.iter().zip([-3.0, -1.5, 4.5, -1.5, -1.5, 3.0]) {
+            close(*x, e);
+        }
+        // Two samples: plus and minus their difference.
+        assert_eq!(leave_one_out(&[0.25, 1.0], 2), vec![-0.75, 0.75]);
     }
 
     #[test]

@@ -3,15 +3,20 @@
 use lineage::Validate;
 use serde::{Deserialize, Serialize};
 
-use crate::math::KlEstimator;
+use crate::math::{AdvantageEstimator, KlEstimator};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PpoParams {
     /// PPO iterations (each: sample, score, `ppo_epochs` passes of updates).
     pub iterations: u64,
-    /// Episodes (prompts, one response each) per iteration.
+    /// Episodes (responses) per iteration: `prompts_per_iter / samples_per_prompt` distinct
+    /// prompts, each sampled `samples_per_prompt` times.
     pub prompts_per_iter: usize,
+    /// Responses sampled per prompt in an iteration (1: the paper). `rloo` needs at least 2.
+    pub samples_per_prompt: usize,
+    /// `gae` (the paper: value model baseline) or `rloo` (leave-one-out over a prompt's samples).
+    pub advantage: AdvantageEstimator,
     /// Prompts of this dataset and split are the PPO prompts.
     pub dataset: String,
     pub split: String,
@@ -71,6 +76,8 @@ impl Default for PpoParams {
         PpoParams {
             iterations: 40,
             prompts_per_iter: 32,
+            samples_per_prompt: 1,
+            advantage: AdvantageEstimator::Gae,
             dataset: "ppo".into(),
             split: "train".into(),
             max_new_tokens: 48,
@@ -114,6 +121,17 @@ impl Validate for PpoParams {
         }
         if self.max_new_tokens == 0 || self.gen_batch_size == 0 || self.max_prompt_tokens == 0 {
             return Err("max_new_tokens, gen_batch_size and max_prompt_tokens must be at least 1".into());
+        }
+        if self.samples_per_prompt == 0 || !self.prompts_per_iter.is_multiple_of(self.samples_per_prompt) {
+            return Err(format!(
+                "samples_per_prompt = {} must be at least 1 and divide prompts_per_iter = {}",
+                self.samples_per_prompt, self.prompts_per_iter
+            ));
+        }
+        if self.advantage == AdvantageEstimator::Rloo && self.samples_per_prompt < 2 {
+            return Err(
+                "advantage = \"rloo\" needs samples_per_prompt >= 2 (a prompt's other samples are its baseline)".into(),
+            );
         }
         pos(self.lr, "lr")?;
         pos(self.value_lr, "value_lr")?;

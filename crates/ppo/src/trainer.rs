@@ -22,7 +22,7 @@ use model::train::{AdamW, AdamWConfig, Grads};
 use serde::{Deserialize, Serialize};
 use world::meta::TaskMeta;
 
-use crate::math::{self, gae, kl_per_token, token_rewards, whiten};
+use crate::math::{self, AdvantageEstimator, gae, kl_per_token, leave_one_out, token_rewards, whiten};
 use crate::params::PpoParams;
 
 /// A prompt PPO can use.
@@ -318,15 +318,17 @@ impl<'a> Trainer<'a> {
         Ok(())
     }
 
-    /// The prompts of iteration `it`: consecutive positions of a per-epoch shuffle of all prompts.
+    /// The prompts of iteration `it`: consecutive positions of a per-epoch shuffle of all prompts,
+    /// each repeated `samples_per_prompt` times in a row (a group of samples of one prompt).
     fn iteration_prompts(&self, it: u64) -> Vec<usize> {
         let n = self.data.prompts.len();
-        let per = self.p.prompts_per_iter as u64;
+        let k = self.p.samples_per_prompt;
+        let per = (self.p.prompts_per_iter / k) as u64;
         let order_seed = lineage::derive_seed(self.data.seed, "prompt-order");
         (0..per)
-            .map(|k| {
-                let (epoch, pos) = locate(it * per + k, n as u64);
-                epoch_order(n, order_seed, epoch)[pos as usize]
+            .flat_map(|j| {
+                let (epoch, pos) = locate(it * per + j, n as u64);
+                std::iter::repeat_n(epoch_order(n, order_seed, epoch)[pos as usize], k)
             })
             .collect()
     }
@@ -435,6 +437,13 @@ impl<'a> Trainer<'a> {
                 let (adv, ret) = gae(&e.rewards, &e.values, 1.0, p.gae_lambda as f32);
                 e.adv = adv;
                 e.returns = ret;
+            }
+            if p.advantage == AdvantageEstimator::Rloo {
+                // The KL-penalised sequence reward against the prompt's other samples, at every token.
+                let seq: Vec<f32> = eps.iter().map(|e| e.rewards.iter().sum()).collect();
+                for (e, a) in eps.iter_mut().zip(leave_one_out(&seq, p.samples_per_prompt)) {
+                    e.adv.iter_mut().for_each(|x| *x = a);
+                }
             }
         };
         advantages(&mut eps);
