@@ -4,8 +4,8 @@
 //! trains for a quarter of an hour would be silent until it ends. [`LogLines`] is a draw target that
 //! collects each redraw's lines (one per bar: the pipeline's, then the running stage's) and logs a
 //! redraw when the interval has passed since the last one logged, or at once when a bar appears or
-//! goes away; the last redraw held back is logged before such a change, so a finished bar's final
-//! count is never lost. A log gets, every 30 seconds,
+//! goes away. When a bar goes away, the redraw held back before it is logged first, so a finished
+//! bar's last drawn count is never lost. A log gets, every 30 seconds,
 //!
 //! ```text
 //! pipeline default [====>        ] 4/25 steps  sft_tiny
