@@ -82,8 +82,14 @@ fn smoke_method_is_reproducible_cached_and_resumes_ppo_exactly() {
     }
 
     // Every stage again, in another store, killed in the middle of PPO and rerun: the same bits.
-    let killed = pipeline(b.path(), &["run"], &[("INSTRUCTGPT_PPO_ABORT_AFTER", "4")]);
+    // The first rerun resumes the first PPO step and is killed in the second, so both kinds resume:
+    // GAE with its value model, and leave-one-out (PPO-ptx here) without one.
+    let abort = [("INSTRUCTGPT_PPO_ABORT_AFTER", "4")];
+    let killed = pipeline(b.path(), &["run"], &abort);
     assert!(!killed.status.success(), "the injected abort stops the run");
+    let killed = pipeline(b.path(), &["run"], &abort);
+    assert!(!killed.status.success(), "the injected abort stops the second PPO step");
+    assert!(text(&killed.stderr).contains("resumed from the checkpoint"), "the first rerun resumes PPO");
     let resumed = ok(pipeline(b.path(), &["run"], &[]), "the rerun after the kill");
     let log = text(&resumed.stderr);
     assert!(log.contains("resumed from the checkpoint"), "the rerun resumes PPO:\n{log}");

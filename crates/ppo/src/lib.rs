@@ -9,7 +9,8 @@
 //! with golden tests; the loop is [`trainer`]. Key design decision: the
 //! value model is a separate network started from the reward model, its head
 //! rescaled by least squares to the first iteration's returns, trained by its
-//! own optimizer; and the oracle control swaps only the score, so a run with
+//! own optimizer (with the leave-one-out advantage there is none); and the oracle control swaps
+//! only the score, so a run with
 //! `oracle = true` tells a broken PPO from a weak reward model.
 
 pub mod math;

@@ -29,7 +29,7 @@ pub enum AdvantageEstimator {
     Gae,
     /// REINFORCE leave-one-out (Ahmadian et al. 2024; OpenRLHF's `rloo`): each response's
     /// KL-penalised sequence reward minus the mean of the other samples of its prompt, at every
-    /// token. Needs `samples_per_prompt >= 2`; the value model is trained but not used.
+    /// token. Needs `samples_per_prompt >= 2`; there is no value model (no critic to train).
     Rloo,
 }
 

@@ -15,7 +15,8 @@ pub struct PpoParams {
     pub prompts_per_iter: usize,
     /// Responses sampled per prompt in an iteration (1: the paper). `rloo` needs at least 2.
     pub samples_per_prompt: usize,
-    /// `gae` (the paper: value model baseline) or `rloo` (leave-one-out over a prompt's samples).
+    /// `gae` (the paper: value model baseline) or `rloo` (leave-one-out over a prompt's samples; no
+    /// value model is loaded or trained, so `value_lr`, `value_clip` and `gae_lambda` do not apply).
     pub advantage: AdvantageEstimator,
     /// Prompts of this dataset and split are the PPO prompts.
     pub dataset: String,

@@ -11,8 +11,9 @@ use model::lm::{HeadInit, ScalarModel};
 use model::train;
 use world::meta::parse_meta;
 
+use crate::math::AdvantageEstimator;
 use crate::params::PpoParams;
-use crate::trainer::{Models, PpoData, PpoPrompt, Trainer};
+use crate::trainer::{Models, PpoData, PpoPrompt, Trainer, mean};
 
 pub struct Ppo;
 
@@ -56,14 +57,21 @@ impl TypedStage for Ppo {
         let policy = Bundle::load(&dir, &device).with_context(|| format!("loading the policy in {}", dir.display()))?;
         let reference = policy.lm.snapshot()?;
         // The value model starts from the reward model; the reward model itself is a frozen copy.
+        // The leave-one-out advantage has no critic.
+        let critic = p.advantage == AdvantageEstimator::Gae;
         let (value, reward) = match ctx.optional_input("reward") {
             Some(a) => {
                 let d = a.model_dir();
                 let rm = ScalarModel::load(&d, HeadInit::File(d.join(model::hub::SCORE_FILE)), &device)?;
                 let reward = rm.snapshot()?;
-                (rm, Some(reward))
+                (critic.then_some(rm), Some(reward))
             }
-            None if p.oracle => (ScalarModel::from_causal_lm(&policy.lm, 0.02, ctx.derive_seed("value-head"))?, None),
+            None if p.oracle => {
+                let value = critic
+                    .then(|| ScalarModel::from_causal_lm(&policy.lm, 0.02, ctx.derive_seed("value-head")))
+                    .transpose()?;
+                (value, None)
+            }
             None => bail!("no `reward` input: connect a reward model, or set oracle = true"),
         };
         if let Some(r) = &reward
@@ -149,7 +157,7 @@ impl TypedStage for Ppo {
             let s = log.series(m);
             let q = s.len().div_ceil(4);
             if s.len() >= 2 {
-                let mean = |w: &[(i64, f64)]| w.iter().map(|(_, v)| v).sum::<f64>() / w.len() as f64;
+                let mean = |w: &[(i64, f64)]| mean(w.iter().map(|(_, v)| *v));
                 ctx.metric(format!("{m}_first_quarter"), mean(&s[..q]));
                 ctx.metric(format!("{m}_last_quarter"), mean(&s[s.len() - q..]));
             }

@@ -39,8 +39,8 @@ pub struct Models {
     pub policy: Bundle,
     /// The frozen SFT model the KL penalty is measured against.
     pub reference: CausalLm,
-    /// The value model (trainable).
-    pub value: ScalarModel,
+    /// The value model (trainable); `None` with the leave-one-out advantage, which needs no critic.
+    pub value: Option<ScalarModel>,
     /// The reward model (frozen); `None` only with the oracle reward.
     pub reward: Option<ScalarModel>,
 }
@@ -127,7 +127,7 @@ fn padded(rows: &[&[f32]], r: usize, device: &Device) -> Result<Tensor> {
     Ok(Tensor::from_vec(v, (rows.len(), r), device)?)
 }
 
-fn mean(v: impl Iterator<Item = f64>) -> f64 {
+pub(crate) fn mean(v: impl Iterator<Item = f64>) -> f64 {
     let (s, n) = v.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
     if n == 0 { f64::NAN } else { s / n as f64 }
 }
@@ -137,7 +137,7 @@ pub struct Trainer<'a> {
     m: Models,
     data: PpoData<'a>,
     opt: AdamW,
-    value_opt: AdamW,
+    value_opt: Option<AdamW>,
     ema: Option<CausalLm>,
     extra: Extra,
     log: TrainLog,
@@ -156,8 +156,11 @@ impl<'a> Trainer<'a> {
             bail!("PPO-ptx (ptx_coef > 0) needs pretraining text: connect a `text` input");
         }
         let cfg = AdamWConfig { weight_decay: 0.0, ..AdamWConfig::default() };
+        if m.value.is_none() && p.advantage == AdvantageEstimator::Gae {
+            bail!("the GAE advantage needs a value model");
+        }
         let opt = AdamW::new(m.policy.lm.params(), cfg.clone(), vec![])?;
-        let value_opt = AdamW::new(m.value.params(), cfg, vec![])?;
+        let value_opt = m.value.as_ref().map(|v| AdamW::new(v.params(), cfg, vec![])).transpose()?;
         let ema = if p.ema_decay > 0.0 { Some(m.policy.lm.snapshot()?) } else { None };
         let mut t = Trainer {
             p,
@@ -187,7 +190,9 @@ impl<'a> Trainer<'a> {
         }
         let state = checkpoint::read_state(&dir)?;
         checkpoint::restore_part(&dir, "policy", self.m.policy.lm.params(), Some(&mut self.opt))?;
-        checkpoint::restore_part(&dir, "value", self.m.value.params(), Some(&mut self.value_opt))?;
+        if let (Some(v), Some(opt)) = (&self.m.value, &mut self.value_opt) {
+            checkpoint::restore_part(&dir, "value", v.params(), Some(opt))?;
+        }
         if let Some(ema) = &self.ema {
             checkpoint::restore_part(&dir, "ema", ema.params(), None)?;
         }
@@ -205,15 +210,20 @@ impl<'a> Trainer<'a> {
     fn save_resume(&self) -> Result<()> {
         let dir = self.resume_dir();
         let cfg = self.m.policy.lm.config();
-        let mut parts = vec![
-            ModelPart { name: "policy", config: cfg, params: self.m.policy.lm.params(), optimizer: Some(&self.opt) },
-            ModelPart {
+        let mut parts = vec![ModelPart {
+            name: "policy",
+            config: cfg,
+            params: self.m.policy.lm.params(),
+            optimizer: Some(&self.opt),
+        }];
+        if let Some(v) = &self.m.value {
+            parts.push(ModelPart {
                 name: "value",
-                config: self.m.value.config(),
-                params: self.m.value.params(),
-                optimizer: Some(&self.value_opt),
-            },
-        ];
+                config: v.config(),
+                params: v.params(),
+                optimizer: self.value_opt.as_ref(),
+            });
+        }
         if let Some(ema) = &self.ema {
             parts.push(ModelPart { name: "ema", config: cfg, params: ema.params(), optimizer: None });
         }
@@ -391,9 +401,13 @@ impl<'a> Trainer<'a> {
         let pairs: Vec<(Vec<u32>, Vec<u32>)> =
             prompts.iter().zip(&sampled).map(|(p, s)| (p.ids.clone(), s.generation.tokens.clone())).collect();
         let bs = p.gen_batch_size;
-        let logp = row_logprobs(&self.m.policy.lm, &pairs, bs)?;
+        // The policy's log-probs are the ones recorded while sampling (equal to a training forward's
+        // to float rounding: model/tests/generation.rs), so PPO's old log-probs cost no extra pass.
         let ref_logp = row_logprobs(&self.m.reference, &pairs, bs)?;
-        let mut values = row_values(&self.m.value, &pairs, bs)?;
+        let mut values = match &self.m.value {
+            Some(v) => row_values(v, &pairs, bs)?,
+            None => vec![vec![]; pairs.len()],
+        };
         let rm = self.rm_scores(&pairs)?;
         let mut eps: Vec<Episode> = Vec::with_capacity(pairs.len());
         for (k, s) in sampled.into_iter().enumerate() {
@@ -417,7 +431,7 @@ impl<'a> Trainer<'a> {
                 eos,
                 text: s.text,
                 response: s.generation.tokens,
-                logp: logp[k].clone(),
+                logp: s.generation.logprobs,
                 ref_logp: ref_logp[k].clone(),
                 values: std::mem::take(&mut values[k]),
                 rewards: vec![],
@@ -434,9 +448,13 @@ impl<'a> Trainer<'a> {
                 let kl: Vec<f32> =
                     e.logp.iter().zip(&e.ref_logp).map(|(a, b)| kl_per_token(*a, *b, p.kl_estimator)).collect();
                 e.rewards = token_rewards(&kl, e.score, beta);
-                let (adv, ret) = gae(&e.rewards, &e.values, 1.0, p.gae_lambda as f32);
-                e.adv = adv;
-                e.returns = ret;
+                if e.values.len() == e.rewards.len() {
+                    let (adv, ret) = gae(&e.rewards, &e.values, 1.0, p.gae_lambda as f32);
+                    e.adv = adv;
+                    e.returns = ret;
+                } else {
+                    e.adv = vec![0.0; e.rewards.len()];
+                }
             }
             if p.advantage == AdvantageEstimator::Rloo {
                 // The KL-penalised sequence reward against the prompt's other samples, at every token.
@@ -447,7 +465,7 @@ impl<'a> Trainer<'a> {
             }
         };
         advantages(&mut eps);
-        if it == 0 && self.resumed_from.is_none() {
+        if it == 0 && self.resumed_from.is_none() && self.m.value.is_some() {
             // Rescale the value head to the returns it must predict, so the first updates are not
             // driven by a value model on another scale (the reward model's head, or a fresh one).
             let (a, b) = self.rescale_value_head(&eps)?;
@@ -516,15 +534,16 @@ impl<'a> Trainer<'a> {
                     ema.params().ema_update(self.m.policy.lm.params(), p.ema_decay)?;
                 }
 
-                let v = self.m.value.values(&batch, None)?;
+                let (Some(value), Some(value_opt)) = (&self.m.value, &mut self.value_opt) else { continue };
+                let v = value.values(&batch, None)?;
                 let old_v = padded(&mb.iter().map(|e| &e.values[..]).collect::<Vec<_>>(), r, &device)?;
                 let ret = padded(&mb.iter().map(|e| &e.returns[..]).collect::<Vec<_>>(), r, &device)?;
                 let (vloss, vfrac) = math::value_loss(&v, &old_v, &ret, &scores.mask, p.value_clip)?;
                 vl.push(vloss.to_scalar::<f32>()? as f64);
                 vclip.push(vfrac as f64);
-                let mut vgrads = Grads::backward(&vloss, self.m.value.params())?;
+                let mut vgrads = Grads::backward(&vloss, value.params())?;
                 vgrads.clip(p.grad_clip)?;
-                self.value_opt.step(&vgrads, p.value_lr * lr_scale)?;
+                value_opt.step(&vgrads, p.value_lr * lr_scale)?;
             }
         }
 
@@ -551,9 +570,11 @@ impl<'a> Trainer<'a> {
         log.record(step, "policy_loss", mean(pg.iter().copied()));
         log.record(step, "clip_fraction", mean(clip.iter().copied()));
         log.record(step, "approx_kl", mean(akl.iter().copied()));
-        log.record(step, "value_loss", mean(vl.iter().copied()));
-        log.record(step, "value_clip_fraction", mean(vclip.iter().copied()));
-        log.record(step, "explained_variance", math::explained_variance(&vals, &rets) as f64);
+        if !vl.is_empty() {
+            log.record(step, "value_loss", mean(vl.iter().copied()));
+            log.record(step, "value_clip_fraction", mean(vclip.iter().copied()));
+            log.record(step, "explained_variance", math::explained_variance(&vals, &rets) as f64);
+        }
         log.record(step, "response_len", len);
         log.record(step, "no_eos_rate", mean(eps.iter().map(|e| f64::from(u8::from(!e.eos)))));
         log.record(step, "grad_norm", mean(gn.iter().copied()));
@@ -623,7 +644,7 @@ impl<'a> Trainer<'a> {
         let var: f64 = v.iter().map(|a| (a - mv).powi(2)).sum();
         let a = if var > 1e-12 { (cov / var).clamp(0.0, 10.0) } else { 0.0 };
         let b = mr - a * mv;
-        let params = self.m.value.params();
+        let params = self.m.value.as_ref().context("no value model to rescale")?.params();
         let w = params.get("score.weight").context("the value model has no score.weight")?;
         let bias = params.get("score.bias").context("the value model has no score.bias")?;
         w.set(&(w.as_tensor() * a)?)?;
