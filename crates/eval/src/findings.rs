@@ -128,7 +128,40 @@ pub fn findings(models: &[Evaluated], rows: &[MetricRow], baseline: &str) -> Fin
         ));
     }
 
-    // 6. The alignment tax: PPO-ptx against PPO of the same size.
+    // 6. The null control: PPO with a random reward and the same budget. A PPO's gain over it is
+    // what its reward taught it; down to it, the policy only moved by PPO's noise.
+    for null in of_kind(models, "ppo_null") {
+        let Some(rn) = wr(null) else { continue };
+        let mut ok = None;
+        let mut versus = String::new();
+        for kind in ["ppo", "ppo_oracle"] {
+            let Some((m, r)) = of_kind(models, kind).find(|m| m.size == null.size).and_then(|m| wr(m).map(|r| (m, r)))
+            else {
+                continue;
+            };
+            let above = r.lo > rn.hi;
+            versus.push_str(&format!(
+                "; {} ({kind}): {}, {}",
+                m.name,
+                ci(r),
+                if above { "above the null's interval" } else { "not above the null's interval" }
+            ));
+            if kind == "ppo" {
+                ok = Some(above);
+            }
+        }
+        f.lines.push((
+            format!(
+                "Null control {}: PPO with a random reward wins {} against {baseline}{versus} (a gain over the \
+                 null is what a reward taught; down to it, PPO only moved the policy by its noise)",
+                null.name,
+                ci(rn)
+            ),
+            ok.unwrap_or(false),
+        ));
+    }
+
+    // 7. The alignment tax: PPO-ptx against PPO of the same size.
     for ptx in of_kind(models, "ppo_ptx") {
         let Some(ppo) = of_kind(models, "ppo").find(|m| m.size == ptx.size) else { continue };
         if let (Some(a), Some(b)) =
@@ -237,5 +270,43 @@ mod tests {
         let f = findings(&models, &rows, "sft");
         let (text, ok) = line(&f, "Oracle control")[0];
         assert!(!ok && !text.contains("with the reward model"), "{text}");
+    }
+
+    #[test]
+    fn null_control_is_compared_with_the_ppo_runs_of_its_size() {
+        let models = [
+            model("sft", "sft", "tiny"),
+            model("ppo", "ppo", "tiny"),
+            model("ptx", "ppo_ptx", "tiny"),
+            model("oracle", "ppo_oracle", "tiny"),
+            model("null", "ppo_null", "tiny"),
+            model("ppo_mini", "ppo", "mini"),
+        ];
+        let rows = |ppo: (f64, f64, f64)| {
+            [
+                win("sft", 0.5, 0.5, 0.5),
+                win("ppo", ppo.0, ppo.1, ppo.2),
+                win("ptx", 0.47, 0.45, 0.49),
+                win("oracle", 0.55, 0.53, 0.57),
+                win("null", 0.49, 0.47, 0.51),
+                win("ppo_mini", 0.70, 0.68, 0.72),
+            ]
+        };
+        // RM-PPO inside the null's interval: no signal from the reward model; the oracle is above.
+        let f = findings(&models, &rows((0.50, 0.48, 0.52)), "sft");
+        let null = line(&f, "Null control");
+        assert_eq!(null.len(), 1, "{:?}", f.lines);
+        let (text, ok) = null[0];
+        assert!(!ok, "{text}");
+        assert!(text.contains("0.490 [0.470, 0.510]"), "{text}");
+        assert!(text.contains("ppo (ppo): 0.500 [0.480, 0.520], not above"), "{text}");
+        assert!(text.contains("oracle (ppo_oracle): 0.550 [0.530, 0.570], above"), "{text}");
+        assert!(!text.contains("ppo_mini"), "only models of the null's size: {text}");
+        // RM-PPO above the null's interval: the finding holds.
+        let f = findings(&models, &rows((0.54, 0.52, 0.56)), "sft");
+        assert!(line(&f, "Null control")[0].1);
+        // The null is neither the headline PPO-ptx model nor an oracle.
+        assert_eq!(f.best_ppo_ptx_win_rate, Some(0.47));
+        assert_eq!(line(&f, "Oracle control").len(), 1);
     }
 }

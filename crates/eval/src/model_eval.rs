@@ -30,8 +30,9 @@ use crate::metrics::{self, Bootstrap, Item, Measure};
 pub struct EvalModel;
 
 /// The kinds of model the report knows how to compare. `ppo_oracle` is PPO with the gold judge as
-/// its reward (`ppo.oracle = true`): the control that tells a weak reward model from a weak PPO.
-pub const KINDS: [&str; 7] = ["base", "base_few_shot", "sft", "ppo", "ppo_ptx", "ppo_oracle", "other"];
+/// its reward (`ppo.oracle = true`): the control that tells a weak reward model from a weak PPO;
+/// `ppo_null` is PPO with a random reward (`ppo.random_reward = true`): what PPO's noise alone does.
+pub const KINDS: [&str; 8] = ["base", "base_few_shot", "sft", "ppo", "ppo_ptx", "ppo_oracle", "ppo_null", "other"];
 
 /// Parameters of `eval.model`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

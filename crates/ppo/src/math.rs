@@ -46,6 +46,13 @@ pub fn leave_one_out(rewards: &[f32], k: usize) -> Vec<f32> {
         .collect()
 }
 
+/// The score of the null control (`random_reward`): uniform in [-2, 2], a pure function of the
+/// run's seed, the iteration and the episode's position in it.
+pub fn null_score(seed: u64, iteration: u64, episode: usize) -> f32 {
+    let h = lineage::derive_seed(seed, &format!("null-reward/{iteration}/{episode}"));
+    ((h >> 11) as f64 / (1u64 << 53) as f64 * 4.0 - 2.0) as f32
+}
+
 /// The per-token KL estimate from policy and reference log-probs.
 pub fn kl_per_token(logp: f32, ref_logp: f32, estimator: KlEstimator) -> f32 {
     let d = logp - ref_logp;
@@ -232,6 +239,20 @@ mod tests {
         for (a, e) in v.iter().zip([-1.161895, -0.387298, 0.387298, 1.161895]) {
             close(*a, e);
         }
+    }
+
+    #[test]
+    fn null_scores_are_seeded_uniform_draws() {
+        let s: Vec<f32> = (0..4000).map(|k| null_score(7, 3, k)).collect();
+        assert!(s.iter().all(|x| (-2.0..2.0).contains(x)));
+        let mean = s.iter().sum::<f32>() / s.len() as f32;
+        let var = s.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / s.len() as f32;
+        // Uniform on [-2, 2]: mean 0, variance 16 / 12.
+        assert!(mean.abs() < 0.06, "{mean}");
+        assert!((var - 4.0 / 3.0).abs() < 0.08, "{var}");
+        assert_eq!(null_score(7, 3, 5), s[5]);
+        assert_ne!(null_score(8, 3, 5), s[5]);
+        assert_ne!(null_score(7, 4, 5), s[5]);
     }
 
     #[test]

@@ -59,6 +59,11 @@ pub struct PpoParams {
     pub oracle: bool,
     /// The oracle reward is `oracle_scale * (gold score - 0.5)`.
     pub oracle_scale: f64,
+    /// A null control: every episode's score is a seeded uniform draw from [-2, 2] that says
+    /// nothing about the response, so the run shows what PPO's noise alone does to the policy (its
+    /// KL, entropy and gold score); a gain over it is signal. Needs a reward model (the value model
+    /// starts from it, and its score is still logged).
+    pub random_reward: bool,
     /// Fixed probe prompts (validation split), scored by the gold judge and the RM every
     /// `probe_every` iterations, to see reward hacking.
     pub probe_prompts: usize,
@@ -105,6 +110,7 @@ impl Default for PpoParams {
             ptx_seq_len: 64,
             oracle: false,
             oracle_scale: 4.0,
+            random_reward: false,
             probe_prompts: 64,
             probe_every: 5,
             checkpoint_every: 10,
@@ -150,6 +156,9 @@ impl Validate for PpoParams {
         }
         if self.ptx_coef > 0.0 && self.ptx_seq_len < 2 {
             return Err("ptx_seq_len must be at least 2".into());
+        }
+        if self.oracle && self.random_reward {
+            return Err("oracle and random_reward are two different controls: set at most one".into());
         }
         if self.temperature <= 0.0 {
             return Err("temperature must be > 0 (PPO needs the policy's own samples)".into());

@@ -72,6 +72,7 @@ impl TypedStage for Ppo {
                     .transpose()?;
                 (value, None)
             }
+            None if p.random_reward => bail!("random_reward needs a `reward` input (the value model starts from it)"),
             None => bail!("no `reward` input: connect a reward model, or set oracle = true"),
         };
         if let Some(r) = &reward

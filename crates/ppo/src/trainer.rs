@@ -419,6 +419,8 @@ impl<'a> Trainer<'a> {
                     bail!("prompt {}: the oracle reward needs the world's task metadata", pr.id);
                 }
                 (p.oracle_scale * (gold as f64 - 0.5)) as f32
+            } else if p.random_reward {
+                math::null_score(self.data.seed, it, k)
             } else {
                 rm_k
             };
