@@ -85,14 +85,17 @@ fn smoke_method_is_reproducible_cached_and_resumes_ppo_exactly() {
     // The first rerun resumes the first PPO step and is killed in the second, so both kinds resume:
     // GAE with its value model, and leave-one-out (PPO-ptx here) without one.
     let abort = [("INSTRUCTGPT_PPO_ABORT_AFTER", "4")];
+    let aborted = "INSTRUCTGPT_PPO_ABORT_AFTER=4: aborting";
     let killed = pipeline(b.path(), &["run"], &abort);
-    assert!(!killed.status.success(), "the injected abort stops the run");
+    let log = text(&killed.stderr);
+    assert!(!killed.status.success() && log.contains(aborted), "the injected abort stops the run:\n{log}");
     let killed = pipeline(b.path(), &["run"], &abort);
-    assert!(!killed.status.success(), "the injected abort stops the second PPO step");
-    assert!(text(&killed.stderr).contains("resumed from the checkpoint"), "the first rerun resumes PPO");
+    let log = text(&killed.stderr);
+    assert!(!killed.status.success() && log.contains(aborted), "the abort stops the second PPO step:\n{log}");
+    assert!(log.contains("ppo: resumed from the checkpoint"), "the first rerun resumes the GAE step:\n{log}");
     let resumed = ok(pipeline(b.path(), &["run"], &[]), "the rerun after the kill");
     let log = text(&resumed.stderr);
-    assert!(log.contains("resumed from the checkpoint"), "the rerun resumes PPO:\n{log}");
+    assert!(log.contains("ppo_ptx: resumed from the checkpoint"), "the rerun resumes the RLOO step:\n{log}");
     let (ma, mb) = (manifests(a.path()), manifests(b.path()));
     assert_eq!(ma.keys().collect::<Vec<_>>(), mb.keys().collect::<Vec<_>>(), "the same artifact keys");
     for (k, (hash, _)) in &ma {

@@ -132,32 +132,34 @@ pub fn findings(models: &[Evaluated], rows: &[MetricRow], baseline: &str) -> Fin
     // what its reward taught it; down to it, the policy only moved by PPO's noise.
     for null in of_kind(models, "ppo_null") {
         let Some(rn) = wr(null) else { continue };
-        let mut ok = None;
+        // Above the null's interval when both have one, else above its value.
+        let above = |r: &MetricRow| {
+            if r.lo.is_finite() && rn.hi.is_finite() { r.lo > rn.hi } else { r.value > rn.value }
+        };
+        let mut ok = vec![];
         let mut versus = String::new();
-        for kind in ["ppo", "ppo_oracle"] {
+        for kind in ["ppo", "ppo_ptx", "ppo_oracle"] {
             let Some((m, r)) = of_kind(models, kind).find(|m| m.size == null.size).and_then(|m| wr(m).map(|r| (m, r)))
             else {
                 continue;
             };
-            let above = r.lo > rn.hi;
-            versus.push_str(&format!(
-                "; {} ({kind}): {}, {}",
-                m.name,
-                ci(r),
-                if above { "above the null's interval" } else { "not above the null's interval" }
-            ));
-            if kind == "ppo" {
-                ok = Some(above);
-            }
+            let a = above(r);
+            versus.push_str(&format!("; {} ({kind}): {}, {}", m.name, ci(r), if a { "above" } else { "not above" }));
+            ok.push((kind, a));
         }
+        if ok.is_empty() {
+            continue;
+        }
+        // The claim is about PPO on the reward model; the oracle speaks for itself only without one.
+        let holds = ok.iter().find(|(k, _)| *k == "ppo").or_else(|| ok.first()).is_some_and(|(_, a)| *a);
         f.lines.push((
             format!(
                 "Null control {}: PPO with a random reward wins {} against {baseline}{versus} (a gain over the \
-                 null is what a reward taught; down to it, PPO only moved the policy by its noise)",
+                 null is what a reward taught; down to it, the policy moved only as PPO's noise moves it)",
                 null.name,
                 ci(rn)
             ),
-            ok.unwrap_or(false),
+            holds,
         ));
     }
 
@@ -300,6 +302,7 @@ mod tests {
         assert!(!ok, "{text}");
         assert!(text.contains("0.490 [0.470, 0.510]"), "{text}");
         assert!(text.contains("ppo (ppo): 0.500 [0.480, 0.520], not above"), "{text}");
+        assert!(text.contains("ptx (ppo_ptx): 0.470 [0.450, 0.490], not above"), "{text}");
         assert!(text.contains("oracle (ppo_oracle): 0.550 [0.530, 0.570], above"), "{text}");
         assert!(!text.contains("ppo_mini"), "only models of the null's size: {text}");
         // RM-PPO above the null's interval: the finding holds.
@@ -308,5 +311,15 @@ mod tests {
         // The null is neither the headline PPO-ptx model nor an oracle.
         assert_eq!(f.best_ppo_ptx_win_rate, Some(0.47));
         assert_eq!(line(&f, "Oracle control").len(), 1);
+        // Alone (no PPO run of its size to compare), the null makes no claim.
+        let alone = [model("sft", "sft", "tiny"), model("null", "ppo_null", "tiny")];
+        let f = findings(&alone, &rows((0.5, 0.48, 0.52)), "sft");
+        assert!(line(&f, "Null control").is_empty(), "{:?}", f.lines);
+        // Without intervals, the values are compared.
+        let flat =
+            [win("sft", 0.5, 0.5, 0.5), win("ppo", 0.52, f64::NAN, f64::NAN), win("null", 0.49, f64::NAN, f64::NAN)];
+        let f = findings(&models, &flat, "sft");
+        let (text, ok) = line(&f, "Null control")[0];
+        assert!(*ok && text.contains("ppo (ppo): 0.520, above"), "{text}");
     }
 }

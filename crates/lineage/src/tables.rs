@@ -250,10 +250,10 @@ pub const ROLLOUTS: TableSpec = TableSpec {
         Col::new("response_tokens", ListUInt32, "Generated token ids."),
         Col::new("logprobs", ListFloat32, "Policy log-probs at sampling time."),
         Col::new("ref_logprobs", ListFloat32, "Reference (SFT) log-probs."),
-        Col::new("values", ListFloat32, "Value estimates."),
+        Col::new("values", ListFloat32, "Value estimates (empty with the leave-one-out advantage: no value model)."),
         Col::new("rewards", ListFloat32, "Per-token rewards (KL penalty, score at the end)."),
-        Col::new("advantages", ListFloat32, "Whitened GAE advantages."),
-        Col::new("score", Float32, "Sequence reward (reward model or gold judge) before the KL penalty."),
+        Col::new("advantages", ListFloat32, "Advantages (GAE or leave-one-out; whitened if whiten_advantages)."),
+        Col::new("score", Float32, "Sequence reward (reward model, gold judge or null control) before the KL penalty."),
         Col::new("gold", Float32, "The gold judge's score of the response (NaN for user data)."),
     ],
 };

@@ -9,9 +9,9 @@
 //! with golden tests; the loop is [`trainer`]. Key design decision: the
 //! value model is a separate network started from the reward model, its head
 //! rescaled by least squares to the first iteration's returns, trained by its
-//! own optimizer (with the leave-one-out advantage there is none); and the oracle control swaps
-//! only the score, so a run with
-//! `oracle = true` tells a broken PPO from a weak reward model.
+//! own optimizer (with the leave-one-out advantage there is none); and the two controls swap only
+//! the score: `oracle = true` (the gold judge) tells a broken PPO from a weak reward model, and
+//! `random_reward = true` (a seeded random score) shows what PPO's noise alone does.
 
 pub mod math;
 pub mod params;

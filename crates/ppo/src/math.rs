@@ -47,7 +47,7 @@ pub fn leave_one_out(rewards: &[f32], k: usize) -> Vec<f32> {
 }
 
 /// The score of the null control (`random_reward`): uniform in [-2, 2], a pure function of the
-/// run's seed, the iteration and the episode's position in it.
+/// run's seed, the iteration and the episode's position in it (never of the response).
 pub fn null_score(seed: u64, iteration: u64, episode: usize) -> f32 {
     let h = lineage::derive_seed(seed, &format!("null-reward/{iteration}/{episode}"));
     ((h >> 11) as f64 / (1u64 << 53) as f64 * 4.0 - 2.0) as f32

@@ -59,10 +59,11 @@ pub struct PpoParams {
     pub oracle: bool,
     /// The oracle reward is `oracle_scale * (gold score - 0.5)`.
     pub oracle_scale: f64,
-    /// A null control: every episode's score is a seeded uniform draw from [-2, 2] that says
-    /// nothing about the response, so the run shows what PPO's noise alone does to the policy (its
-    /// KL, entropy and gold score); a gain over it is signal. Needs a reward model (the value model
-    /// starts from it, and its score is still logged).
+    /// A null control: every episode's score is a seeded uniform draw from [-2, 2] instead of a
+    /// judgement of the response (the missing-EOS and KL penalties apply as in every run), so the
+    /// run shows what PPO's noise does to the policy (its KL, entropy and gold score) when the
+    /// reward carries no signal; a gain over it is signal. The reward model, if connected, is still
+    /// logged (and with GAE the value model starts from it).
     pub random_reward: bool,
     /// Fixed probe prompts (validation split), scored by the gold judge and the RM every
     /// `probe_every` iterations, to see reward hacking.

@@ -40,7 +40,11 @@ impl TypedStage for Ppo {
         "PPO (-ptx) from the SFT policy against the reward model, with a KL penalty, EMA, probes and checkpoints.";
     const INPUTS: &'static [InputSpec] = &[
         InputSpec::one("policy", "The SFT model artifact (policy and frozen reference)."),
-        InputSpec::optional("reward", "The reward model artifact (rm.rm); the value model starts from it."),
+        InputSpec::optional(
+            "reward",
+            "The reward model artifact (rm.rm); with GAE the value model starts from it. Optional with oracle or \
+             random_reward.",
+        ),
         InputSpec::one("prompts", "A prompts table (the PPO prompts and the probe prompts)."),
         InputSpec::optional("text", "A pretrain_text table, for the pretraining mix (ptx_coef > 0)."),
     ];
@@ -66,14 +70,13 @@ impl TypedStage for Ppo {
                 let reward = rm.snapshot()?;
                 (critic.then_some(rm), Some(reward))
             }
-            None if p.oracle => {
+            None if p.oracle || p.random_reward => {
                 let value = critic
                     .then(|| ScalarModel::from_causal_lm(&policy.lm, 0.02, ctx.derive_seed("value-head")))
                     .transpose()?;
                 (value, None)
             }
-            None if p.random_reward => bail!("random_reward needs a `reward` input (the value model starts from it)"),
-            None => bail!("no `reward` input: connect a reward model, or set oracle = true"),
+            None => bail!("no `reward` input: connect a reward model, or set oracle = true (or random_reward = true)"),
         };
         if let Some(r) = &reward
             && r.config().vocab_size != policy.lm.config().vocab_size

@@ -2,7 +2,7 @@
 //! checkpoints and exact resume.
 //!
 //! Every random choice (which prompts an iteration uses, sampling seeds, minibatch order, which
-//! pretraining windows a minibatch mixes in) is a pure function of the seed and the iteration, so a
+//! pretraining windows a minibatch mixes in, the null control's scores) is a pure function of the seed and the iteration, so a
 //! run resumed from a checkpoint needs nothing but the weights, the optimizer moments, the KL
 //! coefficient and the iteration count to continue bit-for-bit.
 
@@ -41,7 +41,7 @@ pub struct Models {
     pub reference: CausalLm,
     /// The value model (trainable); `None` with the leave-one-out advantage, which needs no critic.
     pub value: Option<ScalarModel>,
-    /// The reward model (frozen); `None` only with the oracle reward.
+    /// The reward model (frozen); `None` only with the oracle or random reward.
     pub reward: Option<ScalarModel>,
 }
 
@@ -156,8 +156,10 @@ impl<'a> Trainer<'a> {
             bail!("PPO-ptx (ptx_coef > 0) needs pretraining text: connect a `text` input");
         }
         let cfg = AdamWConfig { weight_decay: 0.0, ..AdamWConfig::default() };
-        if m.value.is_none() && p.advantage == AdvantageEstimator::Gae {
-            bail!("the GAE advantage needs a value model");
+        match (p.advantage, &m.value) {
+            (AdvantageEstimator::Gae, None) => bail!("the GAE advantage needs a value model"),
+            (AdvantageEstimator::Rloo, Some(_)) => bail!("the leave-one-out advantage uses no value model"),
+            _ => {}
         }
         let opt = AdamW::new(m.policy.lm.params(), cfg.clone(), vec![])?;
         let value_opt = m.value.as_ref().map(|v| AdamW::new(v.params(), cfg, vec![])).transpose()?;
@@ -309,8 +311,9 @@ impl<'a> Trainer<'a> {
             self.log.record(step, "probe_rm", rm);
         }
         // Reward hacking: the RM's score above where it started while the gold score falls well
-        // below its best.
-        if let (Some(rm), true) = (rm, gold.is_finite()) {
+        // below its best (only when the RM is the reward: the controls do not optimise it).
+        let rm_is_reward = !self.p.oracle && !self.p.random_reward;
+        if let (Some(rm), true, true) = (rm, gold.is_finite(), rm_is_reward) {
             let first_rm = *self.extra.first_probe_rm.get_or_insert(rm);
             let best = self.extra.best_probe_gold.map_or(gold, |b| b.max(gold));
             self.extra.best_probe_gold = Some(best);
@@ -450,19 +453,21 @@ impl<'a> Trainer<'a> {
                 let kl: Vec<f32> =
                     e.logp.iter().zip(&e.ref_logp).map(|(a, b)| kl_per_token(*a, *b, p.kl_estimator)).collect();
                 e.rewards = token_rewards(&kl, e.score, beta);
-                if e.values.len() == e.rewards.len() {
-                    let (adv, ret) = gae(&e.rewards, &e.values, 1.0, p.gae_lambda as f32);
-                    e.adv = adv;
-                    e.returns = ret;
-                } else {
-                    e.adv = vec![0.0; e.rewards.len()];
-                }
             }
-            if p.advantage == AdvantageEstimator::Rloo {
-                // The KL-penalised sequence reward against the prompt's other samples, at every token.
-                let seq: Vec<f32> = eps.iter().map(|e| e.rewards.iter().sum()).collect();
-                for (e, a) in eps.iter_mut().zip(leave_one_out(&seq, p.samples_per_prompt)) {
-                    e.adv.iter_mut().for_each(|x| *x = a);
+            match p.advantage {
+                AdvantageEstimator::Gae => {
+                    for e in eps.iter_mut() {
+                        // gae() asserts one value per reward (the value model scored the same tokens).
+                        (e.adv, e.returns) = gae(&e.rewards, &e.values, 1.0, p.gae_lambda as f32);
+                    }
+                }
+                AdvantageEstimator::Rloo => {
+                    // The KL-penalised sequence reward against the prompt's other samples, at every
+                    // token; no value model, so no returns.
+                    let seq: Vec<f32> = eps.iter().map(|e| e.rewards.iter().sum()).collect();
+                    for (e, a) in eps.iter_mut().zip(leave_one_out(&seq, p.samples_per_prompt)) {
+                        e.adv = vec![a; e.rewards.len()];
+                    }
                 }
             }
         };
@@ -536,16 +541,17 @@ impl<'a> Trainer<'a> {
                     ema.params().ema_update(self.m.policy.lm.params(), p.ema_decay)?;
                 }
 
-                let (Some(value), Some(value_opt)) = (&self.m.value, &mut self.value_opt) else { continue };
-                let v = value.values(&batch, None)?;
-                let old_v = padded(&mb.iter().map(|e| &e.values[..]).collect::<Vec<_>>(), r, &device)?;
-                let ret = padded(&mb.iter().map(|e| &e.returns[..]).collect::<Vec<_>>(), r, &device)?;
-                let (vloss, vfrac) = math::value_loss(&v, &old_v, &ret, &scores.mask, p.value_clip)?;
-                vl.push(vloss.to_scalar::<f32>()? as f64);
-                vclip.push(vfrac as f64);
-                let mut vgrads = Grads::backward(&vloss, value.params())?;
-                vgrads.clip(p.grad_clip)?;
-                value_opt.step(&vgrads, p.value_lr * lr_scale)?;
+                if let (Some(value), Some(value_opt)) = (&self.m.value, &mut self.value_opt) {
+                    let v = value.values(&batch, None)?;
+                    let old_v = padded(&mb.iter().map(|e| &e.values[..]).collect::<Vec<_>>(), r, &device)?;
+                    let ret = padded(&mb.iter().map(|e| &e.returns[..]).collect::<Vec<_>>(), r, &device)?;
+                    let (vloss, vfrac) = math::value_loss(&v, &old_v, &ret, &scores.mask, p.value_clip)?;
+                    vl.push(vloss.to_scalar::<f32>()? as f64);
+                    vclip.push(vfrac as f64);
+                    let mut vgrads = Grads::backward(&vloss, value.params())?;
+                    vgrads.clip(p.grad_clip)?;
+                    value_opt.step(&vgrads, p.value_lr * lr_scale)?;
+                }
             }
         }
 
