@@ -4,6 +4,7 @@
 
 use lineage::tables::MetricRow;
 
+use crate::report::WIN_RATE_OVER_NULL;
 use crate::report_stage::Evaluated;
 
 #[derive(Debug, Clone, Default)]
@@ -22,6 +23,11 @@ fn ci(r: &MetricRow) -> String {
     } else {
         format!("{:.3}", r.value)
     }
+}
+
+/// `+0.012 [-0.004, +0.027]`: a difference with its interval, signs shown.
+fn signed(r: &MetricRow) -> String {
+    format!("{:+.3} [{:+.3}, {:+.3}]", r.value, r.lo, r.hi)
 }
 
 fn of_kind<'a>(models: &'a [Evaluated], kind: &str) -> impl Iterator<Item = &'a Evaluated> {
@@ -132,10 +138,6 @@ pub fn findings(models: &[Evaluated], rows: &[MetricRow], baseline: &str) -> Fin
     // what its reward taught it; down to it, the policy only moved by PPO's noise.
     for null in of_kind(models, "ppo_null") {
         let Some(rn) = wr(null) else { continue };
-        // Above the null's interval when both have one, else above its value.
-        let above = |r: &MetricRow| {
-            if r.lo.is_finite() && rn.hi.is_finite() { r.lo > rn.hi } else { r.value > rn.value }
-        };
         let mut ok = vec![];
         let mut versus = String::new();
         for kind in ["ppo", "ppo_ptx", "ppo_oracle"] {
@@ -143,8 +145,20 @@ pub fn findings(models: &[Evaluated], rows: &[MetricRow], baseline: &str) -> Fin
             else {
                 continue;
             };
-            let a = above(r);
-            versus.push_str(&format!("; {} ({kind}): {}, {}", m.name, ci(r), if a { "above" } else { "not above" }));
+            // The paired difference (same prompts, same baseline responses) when the report has
+            // it: above when its interval is above 0. Else the two intervals: above when they part.
+            let (a, how) = match get(rows, &m.name, WIN_RATE_OVER_NULL) {
+                Some(d) if d.lo.is_finite() => (d.lo > 0.0, format!(", paired difference {}", signed(d))),
+                Some(d) => (d.value > 0.0, format!(", paired difference {:+.3}", d.value)),
+                None if r.lo.is_finite() && rn.hi.is_finite() => (r.lo > rn.hi, String::new()),
+                None => (r.value > rn.value, String::new()),
+            };
+            versus.push_str(&format!(
+                "; {} ({kind}): {}{how}, {}",
+                m.name,
+                ci(r),
+                if a { "above" } else { "not above" }
+            ));
             ok.push((kind, a));
         }
         if ok.is_empty() {
@@ -321,5 +335,19 @@ mod tests {
         let f = findings(&models, &flat, "sft");
         let (text, ok) = line(&f, "Null control")[0];
         assert!(*ok && text.contains("ppo (ppo): 0.520, above"), "{text}");
+        // The paired difference decides when the report computed it: overlapping intervals, yet
+        // the difference's interval is above 0 (and a paired difference below 0 is not above).
+        let mut paired = rows((0.50, 0.48, 0.52)).to_vec();
+        paired.push(row("ppo", WIN_RATE_OVER_NULL, 0.012, 0.003, 0.021));
+        paired.push(row("oracle", WIN_RATE_OVER_NULL, -0.01, -0.02, 0.001));
+        let f = findings(&models, &paired, "sft");
+        let (text, ok) = line(&f, "Null control")[0];
+        assert!(*ok, "{text}");
+        assert!(
+            text.contains("ppo (ppo): 0.500 [0.480, 0.520], paired difference +0.012 [+0.003, +0.021], above"),
+            "{text}"
+        );
+        assert!(text.contains("oracle (ppo_oracle): 0.550 [0.530, 0.570], paired difference -0.010"), "{text}");
+        assert!(text.contains("+0.001], not above"), "{text}");
     }
 }

@@ -208,6 +208,11 @@ pub struct Matchup<'a> {
     pub baseline: &'a Response,
 }
 
+/// `a[k] - b[k]` for every key in both, in key order (two models' per-prompt outcomes, paired).
+pub fn paired_differences(a: &BTreeMap<&str, f64>, b: &BTreeMap<&str, f64>) -> Vec<f64> {
+    a.iter().filter_map(|(k, x)| b.get(k).map(|y| x - y)).collect()
+}
+
 /// Per-matchup wins (1 win, 0.5 tie, 0 loss) as judged by the held-out
 /// labelers, labeler `i % n` judging matchup `i` (as `world::eval::win_rate`),
 /// so each labeler sees a slice and the per-prompt values can be resampled.
@@ -235,6 +240,14 @@ mod tests {
 
     fn boot() -> Bootstrap {
         Bootstrap { resamples: 500, seed: 1 }
+    }
+
+    #[test]
+    fn paired_differences_match_keys_and_skip_the_unmatched() {
+        let a: BTreeMap<&str, f64> = [("p1", 1.0), ("p2", 0.5), ("p3", 0.0)].into_iter().collect();
+        let b: BTreeMap<&str, f64> = [("p0", 1.0), ("p2", 1.0), ("p3", 0.0), ("p1", 0.5)].into_iter().collect();
+        assert_eq!(paired_differences(&a, &b), vec![0.5, -0.5, 0.0]);
+        assert_eq!(paired_differences(&b, &a), vec![-0.5, 0.5, 0.0]);
     }
 
     fn get<'a>(ms: &'a [Measure], name: &str) -> &'a Measure {

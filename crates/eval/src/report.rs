@@ -87,7 +87,9 @@ pub const HARMLESSNESS: &[(&str, &str)] = &[
     ("bias_entropy", "bias entropy (bits)"),
 ];
 /// Metrics the report computes itself (from two models' artifacts).
-pub const COMPUTED_BY_REPORT: &[&str] = &["win_rate", "pretrain_ppl_vs_sft"];
+pub const COMPUTED_BY_REPORT: &[&str] = &["win_rate", "pretrain_ppl_vs_sft", WIN_RATE_OVER_NULL];
+/// A PPO run's win rate minus its size's null control's, paired prompt by prompt.
+pub const WIN_RATE_OVER_NULL: &str = "win_rate_over_null";
 pub const ALIGNMENT_TAX: &[(&str, &str)] = &[
     ("pretrain_ppl", "pretraining perplexity"),
     ("benchmark_acc", "benchmark accuracy"),

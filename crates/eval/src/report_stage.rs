@@ -15,7 +15,7 @@ use world::{Labeler, Pool, Response, TaskMeta};
 
 use crate::findings;
 use crate::metrics::{self, Bootstrap, Matchup};
-use crate::report::{Cited, CurvePoint, Example, ReportData};
+use crate::report::{Cited, CurvePoint, Example, ReportData, WIN_RATE_OVER_NULL};
 
 pub struct EvalReport;
 
@@ -187,6 +187,8 @@ impl TypedStage for EvalReport {
         let boot = Bootstrap { resamples: p.bootstrap, seed: ctx.derive_seed("bootstrap") };
         let mut rows: Vec<MetricRow> = Vec::new();
         let mut unmatched = 0;
+        // Each model's win (1, 0.5, 0) against the baseline, by prompt.
+        let mut wins_by_prompt: Vec<BTreeMap<&str, f64>> = Vec::with_capacity(models.len());
         for m in &models {
             let metas: Vec<(&SampleRow, TaskMeta, &SampleRow)> = m
                 .samples
@@ -207,6 +209,21 @@ impl TypedStage for EvalReport {
             let wins = metrics::wins(&labelers, &matchups);
             if let Some(w) = boot.mean("win_rate", &wins) {
                 rows.push(row(m, &w.metric, w.value, (w.lo, w.hi), w.n, &ctx.key));
+            }
+            wins_by_prompt.push(metas.iter().map(|(s, _, _)| s.prompt_id.as_str()).zip(wins).collect());
+        }
+        // PPO runs against the null control of their size, prompt by prompt: both answered the same
+        // prompts against the same baseline response, so prompt difficulty cancels and the interval
+        // of the difference is much narrower than the two win rates' intervals suggest.
+        for (null, null_wins) in models.iter().zip(&wins_by_prompt).filter(|(m, _)| m.kind == "ppo_null") {
+            for (m, m_wins) in models.iter().zip(&wins_by_prompt) {
+                if m.size != null.size || !matches!(m.kind.as_str(), "ppo" | "ppo_ptx" | "ppo_oracle") {
+                    continue;
+                }
+                let d = metrics::paired_differences(m_wins, null_wins);
+                if let Some(w) = boot.mean(WIN_RATE_OVER_NULL, &d) {
+                    rows.push(row(m, &w.metric, w.value, (w.lo, w.hi), w.n, &ctx.key));
+                }
             }
         }
         if unmatched > 0 {
