@@ -213,8 +213,8 @@ impl TypedStage for EvalReport {
             wins_by_prompt.push(metas.iter().map(|(s, _, _)| s.prompt_id.as_str()).zip(wins).collect());
         }
         // PPO runs against the null control of their size, prompt by prompt: both answered the same
-        // prompts against the same baseline response, so prompt difficulty cancels and the interval
-        // of the difference is much narrower than the two win rates' intervals suggest.
+        // prompts against the same baseline response, so prompt difficulty cancels from the
+        // difference and its interval does not count it twice.
         for (null, null_wins) in models.iter().zip(&wins_by_prompt).filter(|(m, _)| m.kind == "ppo_null") {
             for (m, m_wins) in models.iter().zip(&wins_by_prompt) {
                 if m.size != null.size || !matches!(m.kind.as_str(), "ppo" | "ppo_ptx" | "ppo_oracle") {

@@ -67,7 +67,8 @@ impl TypedStage for Ppo {
             Some(a) => {
                 let d = a.model_dir();
                 let rm = ScalarModel::load(&d, HeadInit::File(d.join(model::hub::SCORE_FILE)), &device)?;
-                let reward = rm.snapshot()?;
+                // Without a critic nothing trains the loaded weights, so the reward needs no copy.
+                let reward = if critic { rm.snapshot()? } else { rm.frozen()? };
                 (critic.then_some(rm), Some(reward))
             }
             None if p.oracle || p.random_reward => {

@@ -2,9 +2,9 @@
 //! checkpoints and exact resume.
 //!
 //! Every random choice (which prompts an iteration uses, sampling seeds, minibatch order, which
-//! pretraining windows a minibatch mixes in, the null control's scores) is a pure function of the seed and the iteration, so a
-//! run resumed from a checkpoint needs nothing but the weights, the optimizer moments, the KL
-//! coefficient and the iteration count to continue bit-for-bit.
+//! pretraining windows a minibatch mixes in, the null control's scores) is a pure function of the
+//! seed and the iteration, so a run resumed from a checkpoint needs nothing but the weights, the
+//! optimizer moments, the KL coefficient and the iteration count to continue bit-for-bit.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -97,9 +97,9 @@ pub struct PpoData<'a> {
     pub scratch: &'a Path,
 }
 
+/// Per-response log-probs under a frozen model (the reference; the policy's come from sampling).
 fn row_logprobs(lm: &CausalLm, pairs: &[(Vec<u32>, Vec<u32>)], bs: usize) -> Result<Vec<Vec<f32>>> {
-    let frozen = if lm.is_trainable() { Some(lm.frozen()?) } else { None };
-    let lm = frozen.as_ref().unwrap_or(lm);
+    debug_assert!(!lm.is_trainable(), "scoring needs no gradients: pass a frozen model");
     let mut out = Vec::with_capacity(pairs.len());
     for chunk in pairs.chunks(bs.max(1)) {
         let batch = Batch::aligned(chunk, lm.device())?;
