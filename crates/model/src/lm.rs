@@ -178,7 +178,9 @@ impl CausalLm {
 /// Where a scalar model's head comes from.
 #[derive(Debug, Clone)]
 pub enum HeadInit {
-    /// Read `score.weight`/`score.bias` from this safetensors file.
+    /// Read `score.weight`/`score.bias` (and `score.loglik`, the likelihood term's coefficient, if
+    /// there) from this safetensors file; an untied unembedding for the term comes from the
+    /// directory's weights.
     File(std::path::PathBuf),
     /// Use the directory's `score.safetensors` if it has one, else draw a fresh head.
     DirOrRandom { std: f64, seed: u64 },
@@ -197,17 +199,22 @@ pub struct ScalarModel {
 }
 
 impl ScalarModel {
-    fn specs(cfg: &LlamaConfig) -> Vec<params::ParamSpec> {
+    fn specs(cfg: &LlamaConfig, likelihood: bool) -> Vec<params::ParamSpec> {
         let mut s = params::trunk_specs(cfg);
         s.extend(params::scalar_head_specs(cfg, 0.0));
+        if likelihood {
+            s.extend(params::likelihood_specs(cfg));
+        }
         s
     }
 
-    /// Trunk from a model directory (an LM's `lm_head` is dropped), head as `head` says.
+    /// Trunk from a model directory, head as `head` says. A head with the likelihood term
+    /// (`score.loglik`) keeps an untied checkpoint's `lm_head`; otherwise an LM's `lm_head` is dropped.
     pub fn load(dir: &Path, head: HeadInit, device: &Device) -> Result<Self> {
         let cfg = hub::read_config(dir)?;
         let files = hub::weight_files(dir)?;
-        let mut params = Params::load_safetensors(&files, device, |n| n.starts_with("model."))?;
+        let mut params =
+            Params::load_safetensors(&files, device, |n| n.starts_with("model.") || n == "lm_head.weight")?;
         params.check_against(&params::trunk_specs(&cfg), dir)?;
         let (file, random) = match head {
             HeadInit::File(f) => (Some(f), None),
@@ -224,10 +231,24 @@ impl ScalarModel {
                 }
             }
             params.check_against(&params::scalar_head_specs(&cfg, 0.0), &f)?;
+            if params.get(params::LIKELIHOOD_COEF).is_some() {
+                params.check_against(&params::likelihood_specs(&cfg), dir).map_err(|e| {
+                    ModelError::checkpoint(
+                        dir,
+                        format!(
+                            "{} has a likelihood term ({}), which reads the unembedding: {e}",
+                            f.display(),
+                            params::LIKELIHOOD_COEF
+                        ),
+                    )
+                })?;
+            }
         }
         if let Some((std, seed)) = random {
             params.init_missing(&params::scalar_head_specs(&cfg, std), seed)?;
         }
+        let likelihood = params.get(params::LIKELIHOOD_COEF).is_some();
+        params.retain_specs(&ScalarModel::specs(&cfg, likelihood));
         ScalarModel::from_params(&cfg, params, true)
     }
 
@@ -239,18 +260,48 @@ impl ScalarModel {
         ScalarModel::from_params(lm.config(), params, true)
     }
 
+    /// Like [`ScalarModel::from_causal_lm`], plus the likelihood term (see
+    /// [`crate::model::LikelihoodTerm`]) with coefficient `coef`, reading `lm`'s unembedding.
+    pub fn from_causal_lm_with_likelihood(lm: &CausalLm, head_std: f64, seed: u64, coef: f64) -> Result<Self> {
+        let cfg = lm.config();
+        let mut params = lm.params().deep_copy()?;
+        params.retain_specs(&params::causal_lm_specs(cfg));
+        params.init_missing(&params::scalar_head_specs(cfg, head_std), seed)?;
+        params.insert(params::LIKELIHOOD_COEF, &Tensor::new(&[coef as f32], lm.device())?)?;
+        ScalarModel::from_params(cfg, params, true)
+    }
+
+    /// The same weights (shared storage) without the likelihood term: the value function a reward
+    /// model with one starts from (a value is the head's scalar at each column).
+    pub fn without_likelihood(&self) -> Result<Self> {
+        let mut params = self.params.clone();
+        params.retain_specs(&ScalarModel::specs(&self.cfg, false));
+        ScalarModel::from_params(&self.cfg, params, self.trainable)
+    }
+
     pub fn from_params(cfg: &LlamaConfig, params: Params, trainable: bool) -> Result<Self> {
-        params.check_against(&ScalarModel::specs(cfg), Path::new("<params>"))?;
+        let likelihood = params.get(params::LIKELIHOOD_COEF).is_some();
+        params.check_against(&ScalarModel::specs(cfg, likelihood), Path::new("<params>"))?;
         let vb = if trainable { params.var_builder() } else { params.frozen_var_builder() };
-        let net = ScalarNet::load(vb, cfg)?;
+        let net = ScalarNet::load(vb, cfg, likelihood)?;
         Ok(ScalarModel { cfg: cfg.clone(), params, net, trainable })
     }
 
-    /// Writes `config.json`, the trunk to `model.safetensors` and the head to `score.safetensors`.
+    /// The likelihood term's coefficient, when the model has one.
+    pub fn likelihood_coef(&self) -> Result<Option<f64>> {
+        match &self.net.likelihood {
+            Some(l) => Ok(Some(l.coef.to_vec1::<f32>()?[0] as f64)),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes `config.json`, the trunk to `model.safetensors` (with `lm_head.weight` when the
+    /// likelihood term reads an untied one) and the head to `score.safetensors`.
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| ModelError::io("create directory", dir, e))?;
         hub::write_config(dir, &self.cfg)?;
-        self.params.save_safetensors(&dir.join(hub::WEIGHTS_FILE), |n| n.starts_with("model."))?;
+        self.params
+            .save_safetensors(&dir.join(hub::WEIGHTS_FILE), |n| n.starts_with("model.") || n == "lm_head.weight")?;
         self.params.save_safetensors(&dir.join(hub::SCORE_FILE), |n| n.starts_with("score."))
     }
 
@@ -287,12 +338,19 @@ impl ScalarModel {
         self.net.forward(&batch.input, dropout)
     }
 
-    /// The reward: the scalar at the last real token of each row, `[B]`.
+    /// The reward: the scalar at the last real token of each row, `[B]`, plus the likelihood term
+    /// when the model has one (then `batch` must be aligned, a prompt then the response, with a
+    /// prompt of at least one token in some row).
     pub fn rewards(&self, batch: &Batch, dropout: Option<&mut Dropout>) -> Result<Tensor> {
-        let s = self.scalars(batch, dropout)?; // (B, T)
+        let h = self.net.model.forward(&batch.input, None, dropout)?; // (B, T, D)
+        let s = self.net.score.forward(&h)?; // (B, T)
         let idx: Vec<u32> = batch.last_valid().iter().enumerate().map(|(b, &t)| (b * batch.width + t) as u32).collect();
         let idx = Tensor::from_vec(idx, batch.rows, s.device())?;
-        Ok(s.flatten_all()?.index_select(&idx, 0)?)
+        let last = s.flatten_all()?.index_select(&idx, 0)?;
+        match &self.net.likelihood {
+            Some(l) => Ok((last + l.forward(&h, batch)?)?),
+            None => Ok(last),
+        }
     }
 
     /// Values at every response position of an aligned batch, `[B, R]`: entry `i` is the value of the

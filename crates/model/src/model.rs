@@ -416,19 +416,58 @@ impl ScalarHead {
     }
 }
 
+/// A reward model's likelihood term: `coef` times the mean log-probability of the response's tokens
+/// under the trunk's own language-model head (`score.loglik` `[1]`; the unembedding is the tied
+/// embedding, or `lm_head.weight` kept beside the trunk).
+#[derive(Debug, Clone)]
+pub struct LikelihoodTerm {
+    pub coef: Tensor,
+    pub lm_head: Tensor,
+}
+
+impl LikelihoodTerm {
+    /// `coef * mean_i log p(y_i | x, y_<i)` over each row's response tokens, `[B]`, from the
+    /// final-normed hidden states `[B, T, D]` of an aligned batch.
+    pub fn forward(&self, hidden: &Tensor, batch: &crate::batch::Batch) -> Result<Tensor> {
+        let p = batch.response_start()?;
+        let (b, r) = (batch.rows, batch.response_width);
+        let d = hidden.dim(2)?;
+        let (targets, mask) = batch.response_targets()?;
+        let h = hidden.narrow(1, p - 1, r)?.reshape((b * r, d))?; // column P - 1 + i predicts token i
+        let logits = ops::linear(&h, &self.lm_head)?; // (B*R, V)
+        let lp = ops::token_logprobs(&logits, &targets.flatten_all()?)?.reshape((b, r))?;
+        let n = mask.sum(1)?.maximum(1f32)?;
+        let mean = ((lp * &mask)?.sum(1)? / n)?; // (B,)
+        Ok(mean.broadcast_mul(&self.coef)?)
+    }
+}
+
 /// Trunk plus scalar head: the reward model and the value function.
 #[derive(Debug, Clone)]
 pub struct ScalarNet {
     pub model: Transformer,
     pub score: ScalarHead,
+    /// Reward models only, and only when trained with one (see [`LikelihoodTerm`]).
+    pub likelihood: Option<LikelihoodTerm>,
 }
 
 impl ScalarNet {
-    pub fn load(vb: VarBuilder, cfg: &LlamaConfig) -> Result<Self> {
-        Ok(ScalarNet {
-            model: Transformer::load(vb.pp("model"), cfg)?,
-            score: ScalarHead::load(vb.pp("score"), cfg.hidden_size)?,
-        })
+    /// `likelihood`: whether the checkpoint has the likelihood term (`score.loglik`, and
+    /// `lm_head.weight` when the embeddings are not tied).
+    pub fn load(vb: VarBuilder, cfg: &LlamaConfig, likelihood: bool) -> Result<Self> {
+        let model = Transformer::load(vb.pp("model"), cfg)?;
+        let score = ScalarHead::load(vb.pp("score"), cfg.hidden_size)?;
+        let likelihood = if likelihood {
+            let lm_head = if cfg.tie_word_embeddings {
+                model.embed_tokens.clone()
+            } else {
+                vb.pp("lm_head").get((cfg.vocab_size, cfg.hidden_size), "weight")?
+            };
+            Some(LikelihoodTerm { coef: vb.pp("score").get(1, "loglik")?, lm_head })
+        } else {
+            None
+        };
+        Ok(ScalarNet { model, score, likelihood })
     }
 
     /// Scalars `[B, T]` at every column.

@@ -95,6 +95,23 @@ pub fn scalar_head_specs(cfg: &LlamaConfig, std: f64) -> Vec<ParamSpec> {
     ]
 }
 
+/// The reward model's likelihood coefficient (see [`crate::model::LikelihoodTerm`]).
+pub const LIKELIHOOD_COEF: &str = "score.loglik";
+
+/// What a scalar model with the likelihood term has beyond trunk and head: the coefficient (ones:
+/// set it after creating) and, when the embeddings are not tied, the unembedding.
+pub fn likelihood_specs(cfg: &LlamaConfig) -> Vec<ParamSpec> {
+    let mut v = vec![ParamSpec::new(LIKELIHOOD_COEF, &[1], Init::Ones)];
+    if !cfg.tie_word_embeddings {
+        v.push(ParamSpec::new(
+            "lm_head.weight",
+            &[cfg.vocab_size, cfg.hidden_size],
+            Init::Normal { std: cfg.initializer_range },
+        ));
+    }
+    v
+}
+
 /// An ordered map from tensor name to variable, all f32 on one device.
 #[derive(Debug, Clone)]
 pub struct Params {
@@ -158,8 +175,8 @@ impl Params {
         Ok(p)
     }
 
-    /// Checks that every parameter of `specs` is present with the right shape, and that nothing
-    /// else is, naming the first offender.
+    /// Checks that every parameter of `specs` is present with the right shape, naming the first
+    /// offender. Extra parameters are allowed (use [`Params::retain_specs`] to drop them).
     pub fn check_against(&self, specs: &[ParamSpec], origin: &Path) -> Result<()> {
         for s in specs {
             match self.vars.get(&s.name) {

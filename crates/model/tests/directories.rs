@@ -97,3 +97,76 @@ fn loading_a_directory_without_weights_says_what_is_missing() {
     let err = CausalLm::load(dir.path(), &Device::Cpu).unwrap_err().to_string();
     assert!(err.contains("model.safetensors"), "{err}");
 }
+
+#[test]
+fn the_likelihood_term_adds_coef_times_the_mean_response_logprob_and_survives_a_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    for tied in [true, false] {
+        let mut c = cfg();
+        c.tie_word_embeddings = tied;
+        let lm = CausalLm::init(&c, 3, &Device::Cpu).unwrap();
+        let plain = ScalarModel::from_causal_lm(&lm, 0.1, 2).unwrap();
+        let rm = ScalarModel::from_causal_lm_with_likelihood(&lm, 0.1, 2, 0.7).unwrap();
+        assert_eq!(rm.likelihood_coef().unwrap(), Some(0.7f32 as f64));
+        assert_eq!(plain.likelihood_coef().unwrap(), None);
+        let b = batch();
+        // By hand: the head's scalar (same seed, same head) + 0.7 * the LM's mean response log-prob.
+        let head = plain.rewards(&b, None).unwrap().to_vec1::<f32>().unwrap();
+        let s = lm.response_scores(&b, false, None).unwrap();
+        let (lp, mask) = (s.logprobs.to_vec2::<f32>().unwrap(), s.mask.to_vec2::<f32>().unwrap());
+        let r = rm.rewards(&b, None).unwrap().to_vec1::<f32>().unwrap();
+        for row in 0..2 {
+            let n: f32 = mask[row].iter().sum();
+            let mean: f32 = lp[row].iter().zip(&mask[row]).map(|(l, m)| l * m).sum::<f32>() / n;
+            let want = head[row] + 0.7 * mean;
+            assert!((r[row] - want).abs() < 1e-5, "tied {tied}, row {row}: {} vs {want}", r[row]);
+        }
+        // Saved and loaded (head from the directory or from the file) it scores the same; an untied
+        // unembedding is kept beside the trunk.
+        rm.save(dir.path()).unwrap();
+        let back = ScalarModel::load(dir.path(), HeadInit::DirOrRandom { std: 0.0, seed: 0 }, &Device::Cpu).unwrap();
+        assert_eq!(max_abs_diff(&rm.rewards(&b, None).unwrap(), &back.rewards(&b, None).unwrap()), 0.0);
+        assert_eq!(back.params().get("lm_head.weight").is_some(), !tied);
+        let score = dir.path().join("score.safetensors");
+        let from_file = ScalarModel::load(dir.path(), HeadInit::File(score.clone()), &Device::Cpu).unwrap();
+        assert_eq!(max_abs_diff(&rm.rewards(&b, None).unwrap(), &from_file.rewards(&b, None).unwrap()), 0.0);
+        // A fresh head on the same directory has no term and keeps no unembedding.
+        let fresh = ScalarModel::load(dir.path(), HeadInit::Random { std: 0.1, seed: 2 }, &Device::Cpu).unwrap();
+        assert_eq!(fresh.likelihood_coef().unwrap(), None);
+        assert!(fresh.params().get("lm_head.weight").is_none());
+        if !tied {
+            // The term's head file beside a trunk without the unembedding it reads: a clear error.
+            let bare = tempfile::tempdir().unwrap();
+            plain.save(bare.path()).unwrap();
+            let err = ScalarModel::load(bare.path(), HeadInit::File(score), &Device::Cpu).unwrap_err().to_string();
+            assert!(err.contains("likelihood term") && err.contains("lm_head.weight"), "{err}");
+        }
+        // The value function drops the term and reads the head only.
+        let value = back.without_likelihood().unwrap();
+        assert_eq!(value.likelihood_coef().unwrap(), None);
+        assert_eq!(max_abs_diff(&value.values(&b, None).unwrap(), &plain.values(&b, None).unwrap()), 0.0);
+        assert_eq!(max_abs_diff(&value.rewards(&b, None).unwrap(), &plain.rewards(&b, None).unwrap()), 0.0);
+    }
+}
+
+#[test]
+fn an_untied_lm_directory_becomes_a_scalar_model_without_its_unembedding() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg();
+    c.tie_word_embeddings = false;
+    CausalLm::init(&c, 3, &Device::Cpu).unwrap().save(dir.path()).unwrap();
+    let rm = ScalarModel::load(dir.path(), HeadInit::DirOrRandom { std: 0.05, seed: 9 }, &Device::Cpu).unwrap();
+    assert!(rm.params().get("lm_head.weight").is_none());
+    assert_eq!(rm.likelihood_coef().unwrap(), None);
+}
+
+#[test]
+fn the_likelihood_term_trains_its_coefficient() {
+    let lm = CausalLm::init(&cfg(), 3, &Device::Cpu).unwrap();
+    let rm = ScalarModel::from_causal_lm_with_likelihood(&lm, 0.1, 2, 1.0).unwrap();
+    let r = rm.rewards(&batch(), None).unwrap().sum_all().unwrap();
+    let grads = model::train::Grads::backward(&r, rm.params()).unwrap();
+    for name in ["score.loglik", "score.weight", "model.embed_tokens.weight"] {
+        assert!(grads.get(name).is_some(), "no gradient for {name}");
+    }
+}

@@ -69,7 +69,8 @@ impl TypedStage for Ppo {
                 let rm = ScalarModel::load(&d, HeadInit::File(d.join(model::hub::SCORE_FILE)), &device)?;
                 // Without a critic nothing trains the loaded weights, so the reward needs no copy.
                 let reward = if critic { rm.snapshot()? } else { rm.frozen()? };
-                (critic.then_some(rm), Some(reward))
+                // A value is the head's scalar at each column: a reward's likelihood term is not part of it.
+                (critic.then(|| rm.without_likelihood()).transpose()?, Some(reward))
             }
             None if p.oracle || p.random_reward => {
                 let value = critic

@@ -2,7 +2,7 @@
 //!
 //! | stage | inputs | outputs |
 //! |---|---|---|
-//! | `rm.rm` | `base` (SFT model), `rankings`, optional `demonstrations`, `prompts` | `model/` (trunk + `score.safetensors`), `train_log`, `timing` |
+//! | `rm.rm` | `base` (SFT model), `rankings`, optional `demonstrations`, `prompts` | `model/` (trunk + `score.safetensors`; with `likelihood_term` and an untied trunk, also `lm_head.weight`), `train_log`, `timing` |
 //! | `rm.select_sft` | `sft` (with `epochs/`), `rm`, `prompts` | `model/` (the chosen epoch), `train_log` (score per epoch) |
 //!
 //! Key design decisions: all C(K,2) comparisons of one prompt are one batch

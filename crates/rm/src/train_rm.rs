@@ -49,6 +49,14 @@ pub struct RmParams {
     pub norm_max_demos: usize,
     /// Residual dropout while training (0: none). Regularises runs of more than one epoch.
     pub dropout: f64,
+    /// Adds to the head's scalar a learned multiple of the response's mean token log-probability
+    /// under the trunk's own language-model head (off: the paper's reward model). A small trunk
+    /// that cannot learn from the comparisons what its own likelihood already knows gets it as a
+    /// feature; the ranking loss trains the coefficient, the head and the unembedding with the rest.
+    pub likelihood_term: bool,
+    /// The coefficient's initial value (with `likelihood_term`). It is a `score.` parameter, so it
+    /// learns at the head's rate; an untied unembedding learns at the trunk's.
+    pub likelihood_init: f64,
 }
 
 impl Default for RmParams {
@@ -69,6 +77,8 @@ impl Default for RmParams {
             heldout_labelers: 4,
             norm_max_demos: 512,
             dropout: 0.0,
+            likelihood_term: false,
+            likelihood_init: 1.0,
         }
     }
 }
@@ -80,6 +90,9 @@ impl Validate for RmParams {
         }
         if !(self.lr > 0.0 && self.head_lr_mult > 0.0 && self.head_std >= 0.0) {
             return Err("lr and head_lr_mult must be > 0, head_std >= 0".into());
+        }
+        if !self.likelihood_init.is_finite() {
+            return Err(format!("likelihood_init must be finite, got {}", self.likelihood_init));
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(format!("dropout must be in [0, 1), got {}", self.dropout));
@@ -204,7 +217,16 @@ impl TypedStage for RewardModel {
         let dir = ctx.input("base")?.model_dir();
         let device = train::parse_device(&ctx.device)?;
         let base = Bundle::load(&dir, &device).with_context(|| format!("loading {}", dir.display()))?;
-        let rm = ScalarModel::from_causal_lm(&base.lm, p.head_std, ctx.derive_seed("head"))?;
+        let rm = if p.likelihood_term {
+            ScalarModel::from_causal_lm_with_likelihood(
+                &base.lm,
+                p.head_std,
+                ctx.derive_seed("head"),
+                p.likelihood_init,
+            )?
+        } else {
+            ScalarModel::from_causal_lm(&base.lm, p.head_std, ctx.derive_seed("head"))?
+        };
 
         let rows: Vec<RankingRow> = ctx.read_rows("rankings", &RANKINGS)?;
         let train_rows: Vec<RankingRow> = rows.iter().filter(|r| r.split == "train").cloned().collect();
@@ -257,6 +279,9 @@ impl TypedStage for RewardModel {
             }
         }
         bar.finish_and_clear();
+        if let Some(c) = rm.likelihood_coef()? {
+            ctx.metric("likelihood_coef", c);
+        }
         let tail = log.series("loss");
         let recent = &tail[tail.len().saturating_sub(20)..];
         ctx.metric("final_train_loss", recent.iter().map(|(_, v)| v).sum::<f64>() / recent.len().max(1) as f64);
