@@ -16,7 +16,7 @@ use crate::dropout::Dropout;
 use crate::error::{ModelError, Result};
 use crate::generate::{self, Generation, SamplingConfig};
 use crate::hub;
-use crate::model::{Llama, ScalarNet};
+use crate::model::{Llama, ResponseLogprobs, ScalarNet, response_logprobs};
 use crate::ops;
 use crate::params::{self, Params};
 
@@ -148,16 +148,9 @@ impl CausalLm {
         with_entropy: bool,
         dropout: Option<&mut Dropout>,
     ) -> Result<PolicyScores> {
-        let p = batch.response_start()?;
-        let (b, r) = (batch.rows, batch.response_width);
-        let (targets, mask) = batch.response_targets()?;
         let h = self.net.model.forward(&batch.input, None, dropout)?; // (B, T, D)
-        let d = h.dim(2)?;
-        // Column P - 1 + i predicts response token i.
-        let h = h.narrow(1, p - 1, r)?.reshape((b * r, d))?; // (B*R, D)
-        let logits = self.net.logits(&h)?; // (B*R, V)
-        let logprobs = ops::token_logprobs(&logits, &targets.flatten_all()?)?.reshape((b, r))?;
-        let entropy = if with_entropy { Some(ops::entropy(&logits)?.reshape((b, r))?) } else { None };
+        let ResponseLogprobs { logits, logprobs, mask } = response_logprobs(&h, batch, self.net.unembedding())?;
+        let entropy = if with_entropy { Some(ops::entropy(&logits)?.reshape(logprobs.shape())?) } else { None };
         Ok(PolicyScores { logprobs, entropy, mask })
     }
 
@@ -254,20 +247,20 @@ impl ScalarModel {
 
     /// A scalar model whose trunk is a copy of `lm`'s and whose head is fresh.
     pub fn from_causal_lm(lm: &CausalLm, head_std: f64, seed: u64) -> Result<Self> {
-        let mut params = lm.params().deep_copy()?;
-        params.retain_specs(&params::trunk_specs(lm.config()));
-        params.init_missing(&params::scalar_head_specs(lm.config(), head_std), seed)?;
-        ScalarModel::from_params(lm.config(), params, true)
+        ScalarModel::from_causal_lm_with_likelihood(lm, head_std, seed, None)
     }
 
-    /// Like [`ScalarModel::from_causal_lm`], plus the likelihood term (see
+    /// Like [`ScalarModel::from_causal_lm`], plus, with `Some(coef)`, the likelihood term (see
     /// [`crate::model::LikelihoodTerm`]) with coefficient `coef`, reading `lm`'s unembedding.
-    pub fn from_causal_lm_with_likelihood(lm: &CausalLm, head_std: f64, seed: u64, coef: f64) -> Result<Self> {
+    pub fn from_causal_lm_with_likelihood(lm: &CausalLm, head_std: f64, seed: u64, coef: Option<f64>) -> Result<Self> {
         let cfg = lm.config();
         let mut params = lm.params().deep_copy()?;
-        params.retain_specs(&params::causal_lm_specs(cfg));
+        // The trunk, and the unembedding when the term reads an untied one.
+        params.retain_specs(&if coef.is_some() { params::causal_lm_specs(cfg) } else { params::trunk_specs(cfg) });
         params.init_missing(&params::scalar_head_specs(cfg, head_std), seed)?;
-        params.insert(params::LIKELIHOOD_COEF, &Tensor::new(&[coef as f32], lm.device())?)?;
+        if let Some(c) = coef {
+            params.insert(params::LIKELIHOOD_COEF, &Tensor::new(&[c as f32], lm.device())?)?;
+        }
         ScalarModel::from_params(cfg, params, true)
     }
 

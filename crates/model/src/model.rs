@@ -355,12 +355,13 @@ impl Llama {
     /// `vb` points at the checkpoint root (tensors `model.*` and `lm_head.weight`).
     pub fn load(vb: VarBuilder, cfg: &LlamaConfig) -> Result<Self> {
         let model = Transformer::load(vb.pp("model"), cfg)?;
-        let lm_head = if cfg.tie_word_embeddings {
-            model.embed_tokens.clone()
-        } else {
-            vb.pp("lm_head").get((cfg.vocab_size, cfg.hidden_size), "weight")?
-        };
+        let lm_head = load_unembedding(&vb, cfg, &model)?;
         Ok(Llama { model, lm_head })
+    }
+
+    /// The unembedding `[V, D]` (the embedding itself when tied).
+    pub fn unembedding(&self) -> &Tensor {
+        &self.lm_head
     }
 
     pub fn config(&self) -> &LlamaConfig {
@@ -416,6 +417,41 @@ impl ScalarHead {
     }
 }
 
+/// The unembedding `[V, D]` of a checkpoint (`vb` at its root): the tied `embed_tokens`, or
+/// `lm_head.weight`.
+fn load_unembedding(vb: &VarBuilder, cfg: &LlamaConfig, model: &Transformer) -> Result<Tensor> {
+    if cfg.tie_word_embeddings {
+        Ok(model.embed_tokens.clone())
+    } else {
+        Ok(vb.pp("lm_head").get((cfg.vocab_size, cfg.hidden_size), "weight")?)
+    }
+}
+
+/// What an unembedding says about the response tokens of an aligned batch, all from the columns
+/// that predict them (column `P - 1 + i` predicts response token `i`).
+#[derive(Debug, Clone)]
+pub struct ResponseLogprobs {
+    /// `[B * R, V]`.
+    pub logits: Tensor,
+    /// `log p(y_i | x, y_<i)`, `[B, R]` (padding entries hold the log-prob of the fill id).
+    pub logprobs: Tensor,
+    /// `[B, R]` f32, 1 on real response tokens.
+    pub mask: Tensor,
+}
+
+/// The response tokens' log-probabilities of an aligned batch from final-normed hidden states
+/// `[B, T, D]` and an unembedding `[V, D]`: the policy's scores and a reward's likelihood term.
+pub fn response_logprobs(hidden: &Tensor, batch: &crate::batch::Batch, unembed: &Tensor) -> Result<ResponseLogprobs> {
+    let p = batch.response_start()?;
+    let (b, r) = (batch.rows, batch.response_width);
+    let (targets, mask) = batch.response_targets()?;
+    let d = hidden.dim(2)?;
+    let h = hidden.narrow(1, p - 1, r)?.reshape((b * r, d))?; // (B*R, D)
+    let logits = ops::linear(&h, unembed)?; // (B*R, V)
+    let logprobs = ops::token_logprobs(&logits, &targets.flatten_all()?)?.reshape((b, r))?;
+    Ok(ResponseLogprobs { logits, logprobs, mask })
+}
+
 /// A reward model's likelihood term: `coef` times the mean log-probability of the response's tokens
 /// under the trunk's own language-model head (`score.loglik` `[1]`; the unembedding is the tied
 /// embedding, or `lm_head.weight` kept beside the trunk).
@@ -429,15 +465,9 @@ impl LikelihoodTerm {
     /// `coef * mean_i log p(y_i | x, y_<i)` over each row's response tokens, `[B]`, from the
     /// final-normed hidden states `[B, T, D]` of an aligned batch.
     pub fn forward(&self, hidden: &Tensor, batch: &crate::batch::Batch) -> Result<Tensor> {
-        let p = batch.response_start()?;
-        let (b, r) = (batch.rows, batch.response_width);
-        let d = hidden.dim(2)?;
-        let (targets, mask) = batch.response_targets()?;
-        let h = hidden.narrow(1, p - 1, r)?.reshape((b * r, d))?; // column P - 1 + i predicts token i
-        let logits = ops::linear(&h, &self.lm_head)?; // (B*R, V)
-        let lp = ops::token_logprobs(&logits, &targets.flatten_all()?)?.reshape((b, r))?;
+        let ResponseLogprobs { logprobs, mask, .. } = response_logprobs(hidden, batch, &self.lm_head)?;
         let n = mask.sum(1)?.maximum(1f32)?;
-        let mean = ((lp * &mask)?.sum(1)? / n)?; // (B,)
+        let mean = ((logprobs * &mask)?.sum(1)? / n)?; // (B,)
         Ok(mean.broadcast_mul(&self.coef)?)
     }
 }
@@ -458,11 +488,7 @@ impl ScalarNet {
         let model = Transformer::load(vb.pp("model"), cfg)?;
         let score = ScalarHead::load(vb.pp("score"), cfg.hidden_size)?;
         let likelihood = if likelihood {
-            let lm_head = if cfg.tie_word_embeddings {
-                model.embed_tokens.clone()
-            } else {
-                vb.pp("lm_head").get((cfg.vocab_size, cfg.hidden_size), "weight")?
-            };
+            let lm_head = load_unembedding(&vb, cfg, &model)?;
             Some(LikelihoodTerm { coef: vb.pp("score").get(1, "loglik")?, lm_head })
         } else {
             None

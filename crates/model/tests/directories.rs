@@ -106,7 +106,7 @@ fn the_likelihood_term_adds_coef_times_the_mean_response_logprob_and_survives_a_
         c.tie_word_embeddings = tied;
         let lm = CausalLm::init(&c, 3, &Device::Cpu).unwrap();
         let plain = ScalarModel::from_causal_lm(&lm, 0.1, 2).unwrap();
-        let rm = ScalarModel::from_causal_lm_with_likelihood(&lm, 0.1, 2, 0.7).unwrap();
+        let rm = ScalarModel::from_causal_lm_with_likelihood(&lm, 0.1, 2, Some(0.7)).unwrap();
         assert_eq!(rm.likelihood_coef().unwrap(), Some(0.7f32 as f64));
         assert_eq!(plain.likelihood_coef().unwrap(), None);
         let b = batch();
@@ -163,7 +163,7 @@ fn an_untied_lm_directory_becomes_a_scalar_model_without_its_unembedding() {
 #[test]
 fn the_likelihood_term_trains_its_coefficient() {
     let lm = CausalLm::init(&cfg(), 3, &Device::Cpu).unwrap();
-    let rm = ScalarModel::from_causal_lm_with_likelihood(&lm, 0.1, 2, 1.0).unwrap();
+    let rm = ScalarModel::from_causal_lm_with_likelihood(&lm, 0.1, 2, Some(1.0)).unwrap();
     let r = rm.rewards(&batch(), None).unwrap().sum_all().unwrap();
     let grads = model::train::Grads::backward(&r, rm.params()).unwrap();
     for name in ["score.loglik", "score.weight", "model.embed_tokens.weight"] {

@@ -217,16 +217,12 @@ impl TypedStage for RewardModel {
         let dir = ctx.input("base")?.model_dir();
         let device = train::parse_device(&ctx.device)?;
         let base = Bundle::load(&dir, &device).with_context(|| format!("loading {}", dir.display()))?;
-        let rm = if p.likelihood_term {
-            ScalarModel::from_causal_lm_with_likelihood(
-                &base.lm,
-                p.head_std,
-                ctx.derive_seed("head"),
-                p.likelihood_init,
-            )?
-        } else {
-            ScalarModel::from_causal_lm(&base.lm, p.head_std, ctx.derive_seed("head"))?
-        };
+        let rm = ScalarModel::from_causal_lm_with_likelihood(
+            &base.lm,
+            p.head_std,
+            ctx.derive_seed("head"),
+            p.likelihood_term.then_some(p.likelihood_init),
+        )?;
 
         let rows: Vec<RankingRow> = ctx.read_rows("rankings", &RANKINGS)?;
         let train_rows: Vec<RankingRow> = rows.iter().filter(|r| r.split == "train").cloned().collect();
