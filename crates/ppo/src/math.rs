@@ -191,6 +191,19 @@ pub fn explained_variance(values: &[f32], returns: &[f32]) -> f32 {
     (1.0 - var_d / var_r) as f32
 }
 
+/// Whether the mean of `xs` is below zero by more than `z` standard errors. The per-sequence KL
+/// estimate is noisy around 0 before the policy has moved (k1 is unbiased, not non-negative), so a
+/// warning that the KL is negative should fire only when its mean is negative beyond that noise.
+pub fn significantly_negative(xs: &[f64], z: f64) -> bool {
+    let n = xs.len() as f64;
+    if n < 2.0 {
+        return false;
+    }
+    let m = xs.iter().sum::<f64>() / n;
+    let var = xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0);
+    m + z * (var / n).sqrt() < 0.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,5 +335,19 @@ mod tests {
     fn explained_variance_bounds() {
         close(explained_variance(&[1.0, 2.0, 3.0], &[1.0, 2.0, 3.0]), 1.0);
         close(explained_variance(&[0.0, 0.0, 0.0], &[1.0, 2.0, 3.0]), 0.0);
+    }
+
+    #[test]
+    fn significantly_negative_counts_the_noise() {
+        // Mean -0.1, sample sd 1 over 4 values: standard error 0.5, so -0.1 + 2 * 0.5 > 0.
+        let noisy = [-1.1, 0.9, -1.1, 0.9];
+        assert!(!significantly_negative(&noisy, 2.0));
+        // Mean -1, sd 0.1155 over 4 values: standard error 0.0577, -1 + 2 * 0.0577 < 0.
+        let clear = [-1.1, -0.9, -1.1, -0.9];
+        assert!(significantly_negative(&clear, 2.0));
+        // At z = 0 any negative mean counts; a single value or a positive mean never does.
+        assert!(significantly_negative(&noisy, 0.0));
+        assert!(!significantly_negative(&[-5.0], 0.0));
+        assert!(!significantly_negative(&[0.2, 0.4], 0.0));
     }
 }

@@ -593,8 +593,10 @@ impl<'a> Trainer<'a> {
         log.time(step, "iteration_s", t0.elapsed().as_secs_f64());
         log.time(step, "generation_s", t_gen);
 
-        // Warnings.
-        if kl < 0.0 {
+        // Warnings. A KL estimate below 0 within its sampling noise is normal near the start (the
+        // per-token estimator is unbiased, not non-negative); only a mean below 0 by more than two
+        // standard errors, three iterations running, says the log-probs disagree.
+        if math::significantly_negative(&kl_seq, 2.0) {
             self.extra.negative_kl_streak += 1;
         } else {
             self.extra.negative_kl_streak = 0;
@@ -603,7 +605,7 @@ impl<'a> Trainer<'a> {
             self.warn_once(
                 "negative_kl",
                 format!(
-                    "iteration {step}: the KL estimate has been negative for 3 iterations ({kl:.3}): the sampled \
+                    "iteration {step}: the KL estimate has been below 0 beyond its noise for 3 iterations ({kl:.3}): the sampled \
                      log-probs and the policy disagree (sampling temperature != 1? a tokenizer mismatch?)"
                 ),
             );
