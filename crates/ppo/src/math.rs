@@ -100,8 +100,7 @@ pub fn whiten(values: &mut [f32]) {
     if n < 2 {
         return;
     }
-    let mean = values.iter().map(|v| *v as f64).sum::<f64>() / n as f64;
-    let var = values.iter().map(|v| (*v as f64 - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    let (mean, var) = mean_and_unbiased_var(values.iter().map(|v| *v as f64));
     let std = var.sqrt() + 1e-8;
     for v in values.iter_mut() {
         *v = ((*v as f64 - mean) / std) as f32;
@@ -195,13 +194,19 @@ pub fn explained_variance(values: &[f32], returns: &[f32]) -> f32 {
 /// estimate is noisy around 0 before the policy has moved (k1 is unbiased, not non-negative), so a
 /// warning that the KL is negative should fire only when its mean is negative beyond that noise.
 pub fn significantly_negative(xs: &[f64], z: f64) -> bool {
-    let n = xs.len() as f64;
-    if n < 2.0 {
+    if xs.len() < 2 {
         return false;
     }
-    let m = xs.iter().sum::<f64>() / n;
-    let var = xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0);
-    m + z * (var / n).sqrt() < 0.0
+    let (m, var) = mean_and_unbiased_var(xs.iter().copied());
+    m + z * (var / xs.len() as f64).sqrt() < 0.0
+}
+
+/// Mean and unbiased (n - 1) variance of at least two values.
+fn mean_and_unbiased_var(xs: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
+    let n = xs.clone().count() as f64;
+    let mean = xs.clone().sum::<f64>() / n;
+    let var = xs.map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, var)
 }
 
 #[cfg(test)]

@@ -593,9 +593,7 @@ impl<'a> Trainer<'a> {
         log.time(step, "iteration_s", t0.elapsed().as_secs_f64());
         log.time(step, "generation_s", t_gen);
 
-        // Warnings. A KL estimate below 0 within its sampling noise is normal near the start (the
-        // per-token estimator is unbiased, not non-negative); only a mean below 0 by more than two
-        // standard errors, three iterations running, says the log-probs disagree.
+        // Warnings. The KL counts as negative only beyond two standard errors of its noise.
         if math::significantly_negative(&kl_seq, 2.0) {
             self.extra.negative_kl_streak += 1;
         } else {
