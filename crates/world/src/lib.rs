@@ -6,8 +6,8 @@
 //!   time so nothing is read at run time.
 //! - **Produces** (in memory; the `ingest` stage turns them into Parquet tables): the pretraining
 //!   corpus with a validation slice ([`World::pretrain_docs`]), instruction prompts with users, families,
-//!   suggested purposes and hidden [`TaskMeta`] ([`World::prompts`]), demonstrations
-//!   ([`World::demonstrations`]), closed benchmarks ([`World::benchmarks`]); and, for the stages that
+//!   suggested purposes and hidden [`TaskMeta`] ([`World::prompts`]), demonstrations written by
+//!   labelers with habits ([`World::demonstrations`], [`writers`]), closed benchmarks ([`World::benchmarks`]); and, for the stages that
 //!   read decoded text, the gold judge ([`judge::judge`]), simulated labelers ([`labelers::Pool`]),
 //!   response degradations ([`degrade`]) and evaluation helpers ([`eval`]).
 //!
@@ -31,6 +31,7 @@ pub mod seed;
 mod slots;
 pub mod text;
 mod world;
+pub mod writers;
 
 pub use judge::{Axes, AxisWeights, Flags, Judgment, judge};
 pub use labelers::{Agreement, Group, Labeler, Pool, Preference, agreement};
@@ -39,4 +40,4 @@ pub use meta::{
     Response, Task, TaskMeta,
 };
 pub use prompts::ideal_response;
-pub use world::{Gender, Person, Town, World, WorldConfig, WorldSize, WorldStats};
+pub use world::{DEMO_HABIT_RATE, Gender, Person, Town, World, WorldConfig, WorldSize, WorldStats};

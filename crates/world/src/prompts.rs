@@ -14,16 +14,11 @@ use rand::seq::{IndexedRandom, SliceRandom};
 use rand_chacha::ChaCha8Rng;
 
 use crate::data::data;
-use crate::meta::{
-    Constraint, Demonstration, Fact, Family, Instruction, Mention, Prompt, Purpose, Slot, Task, TaskMeta,
-};
+use crate::meta::{Constraint, Fact, Family, Instruction, Mention, Prompt, Purpose, Slot, Task, TaskMeta};
 use crate::seed;
 use crate::slots;
 use crate::text::{Slots, join_items, number_word, sentences, with_article, words};
 use crate::world::World;
-
-/// How many demonstration writers (`lab-00`..) the demonstrations are attributed to.
-pub const DEMO_WRITERS: usize = 10;
 
 /// Suggested dataset sizes in the paper's proportions (about 13k SFT, 33k RM, 31k PPO prompts).
 pub const PURPOSE_MIX: [(Purpose, f64); 3] = [(Purpose::Sft, 13.0), (Purpose::Rm, 33.0), (Purpose::Ppo, 31.0)];
@@ -58,20 +53,9 @@ pub fn family_mix(eval: bool) -> Vec<(Family, f64)> {
     Family::USE_CASE_MIX.iter().map(|&(f, w)| (f, w * scale)).chain(probes.iter().copied()).collect()
 }
 
-/// The ideal response to a task: what the demonstrating labeler writes.
+/// The ideal response to a task: what a careful demonstrating labeler writes (see [`crate::writers`]).
 pub fn ideal_response(meta: &TaskMeta) -> String {
     meta.reference.clone()
-}
-
-/// The demonstration of one prompt.
-pub fn demonstrate(p: &Prompt) -> Demonstration {
-    let writer = seed::fnv1a(p.id.as_bytes()) as usize % DEMO_WRITERS;
-    Demonstration {
-        prompt_id: p.id.clone(),
-        prompt: p.text.clone(),
-        response: ideal_response(&p.meta),
-        labeler_id: format!("lab-{writer:02}"),
-    }
 }
 
 /// The subtypes of a family (template names, or `harm_*`, `prov_*`, `myth_*` for the safety and

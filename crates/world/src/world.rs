@@ -41,6 +41,10 @@ impl WorldSize {
     }
 }
 
+/// The presets' chance that a demonstration shows its writer's habit: about 40% of demonstrations
+/// fall short of the ideal, so labelers have something to prefer over the SFT model's imitation.
+pub const DEMO_HABIT_RATE: f64 = 0.8;
+
 /// The counts that make a world. [`WorldConfig::new`] fills them from a size; callers may change any
 /// of them (then call [`WorldConfig::validate`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,6 +69,9 @@ pub struct WorldConfig {
     pub eval_user_share: f64,
     /// Benchmark items per benchmark task.
     pub n_benchmark_items: usize,
+    /// Chance that a demonstration shows its writer's habit ([`crate::writers`]); 0 makes every
+    /// demonstration the ideal response.
+    pub demo_habit_rate: f64,
 }
 
 impl WorldConfig {
@@ -85,6 +92,7 @@ impl WorldConfig {
             user_zipf: 0.8,
             eval_user_share: 0.12,
             n_benchmark_items,
+            demo_habit_rate: DEMO_HABIT_RATE,
         }
     }
 
@@ -121,6 +129,11 @@ impl WorldConfig {
             (0.0..0.9).contains(&self.eval_user_share),
             "eval_user_share = {} must be in [0, 0.9)",
             self.eval_user_share
+        );
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.demo_habit_rate),
+            "demo_habit_rate = {} must be in [0, 1]",
+            self.demo_habit_rate
         );
         Ok(())
     }
@@ -225,9 +238,15 @@ impl World {
         &self.prompts
     }
 
-    /// The demonstrating labelers' responses to every prompt suggested for SFT.
+    /// The demonstrating labelers' responses to every prompt suggested for SFT, each showing its
+    /// writer's habit with the configured rate ([`crate::writers`]).
     pub fn demonstrations(&self) -> Vec<Demonstration> {
-        self.prompts.iter().filter(|p| p.purpose == Purpose::Sft).map(crate::prompts::demonstrate).collect()
+        let (seed, rate) = (self.config.seed, self.config.demo_habit_rate);
+        self.prompts
+            .iter()
+            .filter(|p| p.purpose == Purpose::Sft)
+            .map(|p| crate::writers::demonstrate(p, seed, rate))
+            .collect()
     }
 
     /// The closed benchmark items (alignment tax).

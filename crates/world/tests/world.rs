@@ -62,6 +62,10 @@ fn config_validation_names_the_field() {
     c.n_people = 500;
     let e = World::from_config(c).unwrap_err().to_string();
     assert!(e.contains("n_people"), "{e}");
+    let mut c = world::WorldConfig::new(0, WorldSize::Smoke);
+    c.demo_habit_rate = 1.5;
+    let e = World::from_config(c).unwrap_err().to_string();
+    assert!(e.contains("demo_habit_rate"), "{e}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -161,12 +165,72 @@ fn ids_are_stable_strings() {
     assert!(w.prompts().iter().all(|p| p.user_id.starts_with("user-")));
     let demos = w.demonstrations();
     assert!(demos.iter().all(|d| d.labeler_id.starts_with("lab-")));
-    assert!(
-        demos
-            .iter()
-            .all(|d| d.response
-                == world::ideal_response(&w.prompts().iter().find(|p| p.id == d.prompt_id).unwrap().meta))
-    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Demonstrations: writers with habits
+
+#[test]
+fn demonstrations_fall_short_the_way_their_writers_do_and_labelers_notice() {
+    use world::writers::{Habit, WRITER_HABITS, writer_of};
+    let w = default_world();
+    let by_id: BTreeMap<&str, &Prompt> = w.prompts().iter().map(|p| (p.id.as_str(), p)).collect();
+    let pool = Pool::new(7, 4, 6);
+    let demos = w.demonstrations();
+    let (mut short, mut pairs, mut prefer_ideal) = (0usize, 0usize, 0.0f64);
+    let mut by_habit: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for d in &demos {
+        let p = by_id[d.prompt_id.as_str()];
+        let ideal = world::ideal_response(&p.meta);
+        let habit = WRITER_HABITS[writer_of(&p.id)];
+        assert_eq!(d.labeler_id, format!("lab-{:02}", writer_of(&p.id)));
+        let e = by_habit.entry(format!("{habit:?}")).or_default();
+        e.0 += 1;
+        if d.response == ideal {
+            continue;
+        }
+        // Only a writer with a habit that applies to the task departs from the ideal, never on a refusal.
+        assert_ne!(habit, Habit::Careful, "{}: a careful writer wrote {:?}", p.id, d.response);
+        assert!(habit.degradation(&p.meta).is_some());
+        assert!(!matches!(p.meta.task, Task::Refuse { .. }), "{}: refusal changed", p.id);
+        e.1 += 1;
+        short += 1;
+        let (a, b) = (Response::new(ideal.clone(), true), Response::new(d.response.clone(), true));
+        // Never better than the ideal (a bare answer to a one-word question can be as good).
+        assert!(judge(&p.meta, &b.text, true).score <= judge(&p.meta, &a.text, true).score, "{}: {:?}", p.id, b.text);
+        for l in &pool.heldout {
+            pairs += 1;
+            prefer_ideal += match l.compare(&p.id, &p.meta, &a, &b) {
+                world::Preference::A => 1.0,
+                world::Preference::Tie => 0.5,
+                world::Preference::B => 0.0,
+            };
+        }
+    }
+    let share = short as f64 / demos.len() as f64;
+    let noticed = prefer_ideal / pairs as f64;
+    println!("below ideal {share:.3}, held-out labelers prefer the ideal {noticed:.3}, by habit {by_habit:?}");
+    // Four careful writers of ten, habits showing at 0.8 where they apply: about 40% fall short.
+    assert!((0.3..0.5).contains(&share), "{share}");
+    assert!(noticed > 0.75, "{noticed}");
+    for (habit, (n, flawed)) in &by_habit {
+        let rate = *flawed as f64 / *n as f64;
+        match habit.as_str() {
+            "Careful" => assert_eq!(*flawed, 0),
+            // Constraints are on a minority of prompts; the other habits apply almost everywhere.
+            "SkipsConstraint" => assert!(rate > 0.05 && rate < 0.5, "{habit}: {rate}"),
+            _ => assert!(rate > 0.6 && rate < 0.9, "{habit}: {rate}"),
+        }
+    }
+
+    // At rate 0 every demonstration is the ideal response; the prompts do not change.
+    let mut c = w.config.clone();
+    c.demo_habit_rate = 0.0;
+    let ideal_world = World::from_config(c).unwrap();
+    assert_eq!(ideal_world.prompts(), w.prompts());
+    for d in ideal_world.demonstrations() {
+        assert_eq!(d.response, world::ideal_response(&by_id[d.prompt_id.as_str()].meta));
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

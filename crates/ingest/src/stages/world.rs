@@ -37,6 +37,9 @@ pub struct WorldParams {
     pub n_docs: usize,
     pub n_prompts: usize,
     pub n_users: usize,
+    /// Chance that a demonstration shows its writer's habit (terse, hasty, skipping a constraint,
+    /// embellishing); unset = the world's own (`world::DEMO_HABIT_RATE`), 0 = ideal demonstrations.
+    pub demo_habit_rate: Option<f64>,
     /// Share of the non-evaluation users whose prompts form the validation split.
     pub validation_fraction: f64,
     /// The paper's cap on prompts per user.
@@ -53,6 +56,7 @@ impl Default for WorldParams {
             n_docs: 0,
             n_prompts: 0,
             n_users: 0,
+            demo_habit_rate: None,
             validation_fraction: 0.1,
             max_per_user: 200,
             dedup_prefix_chars: 0,
@@ -73,6 +77,9 @@ impl WorldParams {
         }
         if self.n_users > 0 {
             c.n_users = self.n_users;
+        }
+        if let Some(rate) = self.demo_habit_rate {
+            c.demo_habit_rate = rate;
         }
         c.validate().map_err(|e| e.to_string())?;
         Ok(c)
@@ -208,6 +215,11 @@ impl TypedStage for WorldStage {
         ctx.metric("docs", docs.len() as f64);
         ctx.metric("pretrain_words", words as f64);
         ctx.metric("demonstrations", demonstrations.len() as f64);
+        // How many demonstrations fall short of the ideal response (their writer's habit showed).
+        let ideal: BTreeMap<&str, String> =
+            world.prompts().iter().map(|p| (p.id.as_str(), world::ideal_response(&p.meta))).collect();
+        let short = demonstrations.iter().filter(|d| ideal.get(d.prompt_id.as_str()) != Some(&d.response)).count();
+        ctx.metric("demonstrations_below_ideal", short as f64 / demonstrations.len().max(1) as f64);
         ctx.metric("benchmark_items", benchmarks.len() as f64);
         let mut families: BTreeMap<&str, usize> = BTreeMap::new();
         for r in &prompts {
