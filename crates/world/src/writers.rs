@@ -9,10 +9,11 @@
 //! constraint skipped, a detail of the writer's own added. These are failures of form that labelers
 //! notice and a policy can learn to avoid, not facts the small model lacks.
 //!
-//! Key design decision: the habit is drawn per prompt from the world's seed, independently of the
-//! prompt's content, so the SFT model sees a mixture of careful and careless demonstrations of every
-//! task type, as a model trained on several contractors' work does. Harmful requests are always
-//! refused as the guideline says: no habit applies to a refusal.
+//! Key design decision: the writer comes from the prompt's id, and whether their habit shows from
+//! the world's seed, both independently of the prompt's content, so the SFT model sees a mixture of
+//! careful and careless demonstrations of every task type, as a model trained on several
+//! contractors' work does. Harmful requests are always refused as the guideline says: no habit
+//! applies to a refusal.
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};

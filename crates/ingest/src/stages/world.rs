@@ -216,9 +216,10 @@ impl TypedStage for WorldStage {
         ctx.metric("pretrain_words", words as f64);
         ctx.metric("demonstrations", demonstrations.len() as f64);
         // How many demonstrations fall short of the ideal response (their writer's habit showed).
-        let ideal: BTreeMap<&str, String> =
-            world.prompts().iter().map(|p| (p.id.as_str(), world::ideal_response(&p.meta))).collect();
-        let short = demonstrations.iter().filter(|d| ideal.get(d.prompt_id.as_str()) != Some(&d.response)).count();
+        let short = demonstrations
+            .iter()
+            .filter(|d| d.response != world::ideal_response(&by_id[d.prompt_id.as_str()].meta))
+            .count();
         ctx.metric("demonstrations_below_ideal", short as f64 / demonstrations.len().max(1) as f64);
         ctx.metric("benchmark_items", benchmarks.len() as f64);
         let mut families: BTreeMap<&str, usize> = BTreeMap::new();
