@@ -7,9 +7,9 @@
 //! - the sources (`src/**`, `build.rs`, `Cargo.toml`, and any extra paths named
 //!   in `[package.metadata.codeid] extra = [...]`) of the crate itself and of
 //!   every workspace crate in its dependency closure, as recorded in
-//!   `Cargo.lock`; Rust files without their comments, whitespace layout and
-//!   inline test modules ([`normalize_rust`]), which cannot change what a stage
-//!   computes;
+//!   `Cargo.lock`; Rust files without their comments, whitespace layout,
+//!   trailing commas and inline test modules ([`normalize_rust`]), which cannot
+//!   change what a stage computes;
 //! - the name, version and checksum of every registry crate in that closure;
 //! - the crate's enabled features and the compiler version.
 //!
@@ -306,9 +306,12 @@ enum Piece {
 }
 
 /// Rust source reduced to what can change a build's behaviour: comments (doc comments included)
-/// are dropped, every run of whitespace becomes one space, and `#[cfg(test)] mod name { ... }`
-/// blocks are dropped. Literals are kept byte for byte. So editing a comment, reformatting or
-/// changing a unit test leaves the identity, and every stored artifact, as it was.
+/// are dropped, a run of whitespace becomes one space where it keeps two tokens apart (`let x`,
+/// `& &`) and nothing elsewhere, trailing commas are dropped (see
+/// [`trailing_comma`]: not the one of `(a,)`), and `#[cfg(test)] mod name { ... }` blocks are
+/// dropped. Literals are kept byte for byte. So editing a comment, rewrapping lines as rustfmt does
+/// (its trailing commas included) or changing a unit test leaves the identity, and every stored
+/// artifact, as it was.
 ///
 /// Key design decision: a lexer, not a parser. It knows just enough Rust to never mistake a `//`
 /// inside a string (or a `'` of a lifetime) for something else; the rest passes through as
@@ -317,22 +320,88 @@ pub fn normalize_rust(src: &str) -> String {
     let pieces = drop_test_modules(lex(src));
     let mut out = String::with_capacity(src.len());
     let mut gap = false;
+    let mut before = ' '; // nothing before the first piece
+    let mut groups: Vec<Group> = Vec::new();
     let mut buf = [0u8; 4];
-    for p in &pieces {
+    for (i, p) in pieces.iter().enumerate() {
         let text = match p {
             Piece::Gap => {
                 gap = true;
                 continue;
             }
+            Piece::Char(',') if trailing_comma(groups.last(), &pieces[i + 1..]) => continue,
             Piece::Literal(t) => t.as_str(),
-            Piece::Char(c) => c.encode_utf8(&mut buf),
+            Piece::Char(c) => {
+                match c {
+                    '(' | '[' | '{' => groups.push(Group { open: *c, commas: 0, angle: false }),
+                    ')' | ']' | '}' => drop(groups.pop()),
+                    ',' | '<' => {
+                        if let Some(g) = groups.last_mut() {
+                            g.commas += usize::from(*c == ',');
+                            g.angle |= *c == '<';
+                        }
+                    }
+                    _ => {}
+                }
+                c.encode_utf8(&mut buf)
+            }
         };
-        if std::mem::take(&mut gap) && !out.is_empty() {
+        let first = text.chars().next().unwrap_or(' ');
+        // Whitespace stays (as one space) only where it keeps two tokens from reading as one.
+        if std::mem::take(&mut gap) && would_join(before, first) {
             out.push(' ');
         }
         out.push_str(text);
+        before = text.chars().last().unwrap_or(' ');
     }
     out
+}
+
+/// Whether `a` then `b`, with no whitespace between, could lex differently than with it: two
+/// word characters (`let x`), or two punctuation characters that begin a longer token (`& &` is
+/// not `&&`, `< =` is not `<=`, `/ /` is not a comment).
+fn would_join(a: char, b: char) -> bool {
+    let word = |c: char| c.is_alphanumeric() || c == '_';
+    if word(a) || word(b) {
+        return word(a) && word(b);
+    }
+    matches!(
+        (a, b),
+        ('=' | '!' | '<' | '>' | '+' | '-' | '*' | '/' | '%' | '^' | '&' | '|' | '.', '=')
+            | ('&', '&')
+            | ('|', '|')
+            | ('<', '<' | '-')
+            | ('>', '>')
+            | ('-' | '=', '>')
+            | (':', ':')
+            | ('.', '.')
+            | ('/', '/' | '*')
+            | ('*', '/')
+            | ('\'', _)
+            | (_, '\'')
+            | ('#', '!' | '[')
+            | ('!', '[')
+    )
+}
+
+/// An open bracket, brace or parenthesis: its commas so far and whether a `<` appeared, both
+/// outside any group nested in it.
+struct Group {
+    open: char,
+    commas: usize,
+    angle: bool,
+}
+
+/// Whether a comma in `group`, followed by `rest`, is a trailing comma that changes nothing: one
+/// before `}` or `]`, or before `)` when the parentheses already hold a comma of their own (`(a, b,)`
+/// is `(a, b)`, but `(a,)` is a one-element tuple). A `<` in the parentheses keeps the comma, as its
+/// commas may belong to generic arguments (`(HashMap<K, V>,)`).
+fn trailing_comma(group: Option<&Group>, rest: &[Piece]) -> bool {
+    match rest.iter().find(|p| **p != Piece::Gap) {
+        Some(Piece::Char('}' | ']')) => true,
+        Some(Piece::Char(')')) => group.is_some_and(|g| g.open == '(' && g.commas > 0 && !g.angle),
+        _ => false,
+    }
 }
 
 fn lex(src: &str) -> Vec<Piece> {
@@ -538,6 +607,7 @@ mod tests {
     fn comments_whitespace_and_test_modules_do_not_change_the_code() {
         let base = "fn f(x: u32) -> u32 {\n    x + 1\n}\n";
         let same = [
+            "fn f(x:u32)->u32{x+1}",
             "/// Adds one.\nfn f(x: u32) -> u32 {\n    // the answer\n    x + 1 /* inline */\n}\n",
             "fn f(x: u32)\n    -> u32 { x + 1 }",
             "fn f(x: u32) -> u32 {\n    x + 1\n}\n#[cfg(test)]\nmod tests {\n    #[test]\n    fn t() { assert_eq!(super::f(1), 2); let s = \"}\"; }\n}\n",
@@ -548,6 +618,7 @@ mod tests {
         }
         let different = [
             "fn f(x: u32) -> u32 {\n    x + 2\n}\n",
+            "fnf(x: u32) -> u32 {\n    x + 1\n}\n",
             "fn f(x: u32) -> u32 {\n    x +1\n}\nfn g() {}",
             "fn f(x: u64) -> u64 {\n    x + 1\n}\n",
             // cfg(test) on something that is not an inline module stays.
@@ -569,9 +640,29 @@ mod tests {
             ("let b = br\"//\"; let e = \"a\\\"//b\";", "let b = br\"//\"; let e = \"a\\\"//b\";"),
         ];
         for (src, want) in cases {
-            assert_eq!(normalize_rust(src), want, "{src}");
+            assert_eq!(normalize_rust(src), normalize_rust(want), "{src}");
         }
+        assert_eq!(normalize_rust(cases[0].0), "let u=\"http://a  b\";");
         assert_ne!(normalize_rust("let s = \"a b\";"), normalize_rust("let s = \"a  b\";"));
+    }
+
+    #[test]
+    fn rewrapping_as_rustfmt_does_is_not_a_change() {
+        let one_line = "let s = S { a: f(x, y), b: [1, 2] };\nmatch v { A => 1, B => 2 }\nfn g(a: u8, b: u8) {}";
+        let wrapped = "let s = S {\n    a: f(\n        x, y),\n    b: [\n        1,\n        2,\n    ],\n};\nmatch v {\n    A => 1,\n    B => 2,\n}\nfn g(\n    a: u8,\n    b: u8,\n) {\n}";
+        assert_eq!(normalize_rust(wrapped), normalize_rust(one_line));
+        // Where the space or the comma is part of the meaning, it stays.
+        let pairs = [
+            ("let t = (a,);", "let t = (a);"),
+            ("let t: (HashMap<K, V>,) = x;", "let t: (HashMap<K, V>) = x;"),
+            ("let b = x & &y;", "let b = x && y;"),
+            ("let r: &'a T = v;", "let r: & 'a T = v;"),
+            ("let x = a < -b;", "let x = a <-b;"),
+            ("pub fn f() {}", "pubfn f() {}"),
+        ];
+        for (a, b) in pairs {
+            assert_ne!(normalize_rust(a), normalize_rust(b), "{a} vs {b}");
+        }
     }
 
     #[test]
