@@ -82,6 +82,29 @@ pub fn findings(models: &[Evaluated], rows: &[MetricRow], baseline: &str) -> Fin
         ));
     }
 
+    // 2b. The paper's own headline: a 1.3B InstructGPT preferred over the 175B GPT-3, plain or
+    // few-shot prompted; here the smallest PPO-ptx model against the largest base model of each kind.
+    for kind in ["base", "base_few_shot"] {
+        let large = of_kind(models, kind).filter(|m| wr(m).is_some()).max_by_key(|m| m.params);
+        if let (Some(a), Some(b)) = (small, large) {
+            let (ra, rb) = (wr(a).expect("filtered"), wr(b).expect("filtered"));
+            f.lines.push((
+                format!(
+                    "Smallest PPO-ptx model {} ({} parameters) against the largest {kind} model {} ({} parameters, \
+                     {:.1}x; the paper: 1.3B InstructGPT over 175B GPT-3): win rates against {baseline} {} vs {}",
+                    a.name,
+                    a.params,
+                    b.name,
+                    b.params,
+                    b.params as f64 / a.params.max(1) as f64,
+                    ci(ra),
+                    ci(rb)
+                ),
+                ra.value > rb.value,
+            ));
+        }
+    }
+
     // 3. Fine-tuning helps: the base models against the (SFT) baseline.
     for m in models.iter().filter(|m| m.kind == "base" || m.kind == "base_few_shot") {
         if let Some(r) = wr(m) {
@@ -286,6 +309,42 @@ mod tests {
         let f = findings(&models, &rows, "sft");
         let (text, ok) = line(&f, "Oracle control")[0];
         assert!(!ok && !text.contains("with the reward model"), "{text}");
+    }
+
+    #[test]
+    fn smallest_ppo_ptx_is_compared_with_the_largest_sft_and_base_models() {
+        let mut big_base = model("base_big", "base", "big");
+        big_base.params = 8000;
+        let mut big_sft = model("sft_big", "sft", "big");
+        big_sft.params = 8000;
+        let models = [
+            model("ptx_mini", "ppo_ptx", "mini"),
+            model("base", "base", "tiny"),
+            model("few", "base_few_shot", "tiny"),
+            model("ptx", "ppo_ptx", "tiny"),
+            big_base,
+            big_sft,
+        ];
+        let rows = [
+            win("sft_big", 0.5, 0.5, 0.5),
+            win("ptx_mini", 0.30, 0.28, 0.32),
+            win("ptx", 0.45, 0.43, 0.47),
+            win("base", 0.10, 0.09, 0.11),
+            win("few", 0.35, 0.33, 0.37),
+            win("base_big", 0.20, 0.18, 0.22),
+        ];
+        let f = findings(&models, &rows, "sft_big");
+        let sft = line(&f, "Smallest PPO-ptx model ptx_mini (250 parameters) against the largest SFT");
+        assert_eq!(sft.len(), 1, "{:?}", f.lines);
+        assert!(sft[0].0.contains("sft_big (8000 parameters)") && !sft[0].1, "{:?}", sft[0]);
+        // The largest plain base model is the 8000-parameter one, not the 1000-parameter one.
+        let base = line(&f, "Smallest PPO-ptx model ptx_mini (250 parameters) against the largest base model");
+        assert_eq!(base.len(), 1, "{:?}", f.lines);
+        assert!(base[0].0.contains("base_big (8000 parameters, 32.0x") && base[0].1, "{:?}", base[0]);
+        // Few-shot: the only one is tiny, and it beats the smallest PPO-ptx model here.
+        let few = line(&f, "Smallest PPO-ptx model ptx_mini (250 parameters) against the largest base_few_shot");
+        assert_eq!(few.len(), 1, "{:?}", f.lines);
+        assert!(few[0].0.contains("few (1000 parameters, 4.0x") && !few[0].1, "{:?}", few[0]);
     }
 
     #[test]

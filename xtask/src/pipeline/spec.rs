@@ -19,6 +19,11 @@
 //! ```
 //!
 //! Inputs name `step` or `step.table`; a list input takes a list of them.
+//!
+//! `extends = "default.toml"` in `[pipeline]` (a path relative to this file) starts from another
+//! pipeline's steps and matrix: this file adds steps, and a step or axis of the same name replaces
+//! the base's whole. The header (name, seed, device) is this file's own, so a pipeline that extends
+//! another with the same seed shares its artifacts: only its own steps run.
 //! Inside a matrix step, `${axis}` is replaced in inputs and parameters, and
 //! a reference to a step expanded over the same axes picks the same values.
 
@@ -51,7 +56,12 @@ struct HeaderSpec {
     device: String,
     #[serde(default)]
     description: String,
+    /// Another pipeline file whose steps and matrix this one starts from.
+    extends: Option<String>,
 }
+
+/// How deep `extends` may chain (a guard against cycles).
+const MAX_EXTENDS: usize = 8;
 
 fn default_seed() -> u64 {
     1234
@@ -109,7 +119,9 @@ pub struct PlannedStep<'r> {
     pub seed: u64,
     pub inputs: BTreeMap<String, Vec<InputRef>>,
     pub description: String,
-    /// Where it is defined, for messages.
+    /// Where it is defined: the file (0 for the deepest base of an `extends` chain, the last for
+    /// the pipeline's own file) and the line in it.
+    pub source: usize,
     pub line: usize,
 }
 
@@ -190,19 +202,56 @@ struct Expanded {
     seed: Option<u64>,
     description: String,
     offset: usize,
+    /// Which source file defines it (an index into the `extends` chain).
+    src: usize,
     /// axis -> value string, for matrix expansions.
     axes: BTreeMap<String, String>,
 }
 
+/// The chain of files a pipeline file extends, deepest base first and `file` itself last, each
+/// with its text and parsed spec.
+fn sources(text: &str, file: &Path) -> Result<Vec<(PathBuf, String, FileSpec)>> {
+    let mut chain: Vec<(PathBuf, String, FileSpec)> = Vec::new();
+    let (mut path, mut text) = (file.to_path_buf(), text.to_string());
+    loop {
+        let spec: FileSpec = toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let next = spec.pipeline.extends.as_ref().map(|b| path.parent().unwrap_or(Path::new("")).join(b));
+        chain.push((path.clone(), text, spec));
+        let Some(next) = next else { break };
+        if chain.len() >= MAX_EXTENDS || chain.iter().any(|(p, _, _)| p == &next) {
+            bail!(
+                "{}: `extends` goes {} -> {}: a cycle, or deeper than {MAX_EXTENDS} files",
+                file.display(),
+                chain.iter().map(|(p, _, _)| p.display().to_string()).collect::<Vec<_>>().join(" -> "),
+                next.display()
+            );
+        }
+        text = std::fs::read_to_string(&next)
+            .with_context(|| format!("{}: reading the pipeline it extends, {}", path.display(), next.display()))?;
+        path = next;
+    }
+    chain.reverse();
+    Ok(chain)
+}
+
 pub fn parse<'r>(text: &str, file: &Path, registry: &'r [Box<dyn Stage>], overrides: &[String]) -> Result<Plan<'r>> {
-    let spec: FileSpec = toml::from_str(text).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+    let chain = sources(text, file)?;
+    let spec = &chain.last().expect("the file itself").2;
     let mut seed = spec.pipeline.seed;
     let mut device = spec.pipeline.device.clone();
+    // Steps and axes along the chain: a later file's replace an earlier one's of the same name.
+    let mut all_steps: BTreeMap<&String, (usize, &Spanned<StepSpec>)> = BTreeMap::new();
+    let mut all_axes: BTreeMap<&String, &Spanned<Vec<toml::Value>>> = BTreeMap::new();
+    for (i, (_, _, s)) in chain.iter().enumerate() {
+        all_steps.extend(s.steps.iter().map(|(k, v)| (k, (i, v))));
+        all_axes.extend(s.matrix.iter());
+    }
 
     // Matrix expansion.
     let mut expanded: Vec<Expanded> = Vec::new();
     let mut matrix_of: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (base, step) in &spec.steps {
+    for (&base, &(src, step)) in &all_steps {
+        let (file, text) = (chain[src].0.as_path(), chain[src].1.as_str());
         if base.contains(['@', '.', ' ']) {
             bail!(at(file, text, step.span().start, format!("step name `{base}` may not contain `@`, `.` or spaces")));
         }
@@ -210,7 +259,7 @@ pub fn parse<'r>(text: &str, file: &Path, registry: &'r [Box<dyn Stage>], overri
         let mut combos: Vec<BTreeMap<String, String>> = vec![BTreeMap::new()];
         let mut typed: BTreeMap<String, BTreeMap<String, toml::Value>> = BTreeMap::new();
         for axis in &s.matrix {
-            let values = spec.matrix.get(axis).ok_or_else(|| {
+            let values = all_axes.get(axis).ok_or_else(|| {
                 at(
                     file,
                     text,
@@ -269,6 +318,7 @@ pub fn parse<'r>(text: &str, file: &Path, registry: &'r [Box<dyn Stage>], overri
                 seed: s.seed,
                 description: s.description.clone(),
                 offset: step.span().start,
+                src,
                 axes: axes.clone(),
             });
         }
@@ -293,7 +343,7 @@ pub fn parse<'r>(text: &str, file: &Path, registry: &'r [Box<dyn Stage>], overri
             bail!(
                 "-s {o}: {} has no step `{target}`; steps: {}",
                 file.display(),
-                spec.steps.keys().cloned().collect::<Vec<_>>().join(", ")
+                all_steps.keys().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
             );
         }
         for e in hits {
@@ -305,6 +355,7 @@ pub fn parse<'r>(text: &str, file: &Path, registry: &'r [Box<dyn Stage>], overri
     let names: BTreeSet<String> = expanded.iter().map(|e| e.name.clone()).collect();
     let mut steps = Vec::new();
     for e in &expanded {
+        let (file, text) = (chain[e.src].0.as_path(), chain[e.src].1.as_str());
         let stage = registry.iter().find(|s| s.name() == e.stage.get_ref()).ok_or_else(|| {
             at(
                 file,
@@ -377,6 +428,7 @@ pub fn parse<'r>(text: &str, file: &Path, registry: &'r [Box<dyn Stage>], overri
             seed: e.seed.unwrap_or(seed),
             inputs,
             description: e.description.clone(),
+            source: e.src,
             line: line_of(text, e.offset),
         });
     }
@@ -385,7 +437,7 @@ pub fn parse<'r>(text: &str, file: &Path, registry: &'r [Box<dyn Stage>], overri
     let name = spec.pipeline.name.clone().unwrap_or_else(|| {
         file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "pipeline".into())
     });
-    Ok(Plan { name, file: file.to_path_buf(), description: spec.pipeline.description, device, steps })
+    Ok(Plan { name, file: file.to_path_buf(), description: spec.pipeline.description.clone(), device, steps })
 }
 
 /// Turns `{"a.b": 1}` into `{"a": {"b": 1}}` (dotted override keys).
@@ -442,10 +494,10 @@ fn resolve_ref(
 }
 
 /// Orders steps so every step comes after its inputs; among ready steps,
-/// file order. A cycle is an error naming its steps.
+/// file order (an extended file's steps first). A cycle is an error naming its steps.
 fn topo_order<'r>(steps: Vec<PlannedStep<'r>>, file: &Path) -> Result<Vec<PlannedStep<'r>>> {
     let mut remaining: Vec<PlannedStep<'r>> = steps;
-    remaining.sort_by(|a, b| (a.line, &a.name).cmp(&(b.line, &b.name)));
+    remaining.sort_by(|a, b| (a.source, a.line, &a.name).cmp(&(b.source, b.line, &b.name)));
     let mut done: BTreeSet<String> = BTreeSet::new();
     let mut out = Vec::new();
     while !remaining.is_empty() {
@@ -638,6 +690,66 @@ inputs = { parts = ["down@a", "down@b.items"] }
         assert!(plan_err(cyc, &[]).contains("cycle"));
         let e = plan_err(GOOD, &["nope.x=1"]);
         assert!(e.contains("no step `nope`"), "{e}");
+    }
+
+    #[test]
+    fn extends_adds_and_replaces_steps_and_locates_errors_in_their_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = "[pipeline]\nseed = 3\n\n[steps.up]\nstage = \"debug.emit\"\nparams = { rows = 2 }\n\n\
+                    [steps.down]\nstage = \"debug.upper\"\ninputs = { items = \"up\" }\n";
+        std::fs::write(dir.path().join("base.toml"), base).unwrap();
+        let child = "[pipeline]\nextends = \"base.toml\"\nseed = 3\n\n[steps.extra]\nstage = \"debug.upper\"\n\
+                     inputs = { items = \"down\" }\n\n[steps.up]\nstage = \"debug.emit\"\nparams = { rows = 5 }\n";
+        let path = dir.path().join("child.toml");
+        std::fs::write(&path, child).unwrap();
+        let reg = registry();
+        let plan = load(&path, &reg, &[]).unwrap();
+        assert_eq!(plan.name, "child");
+        // The base's steps first, in its order; `up` is the child's (rows = 5), `down` the base's.
+        let names: Vec<&str> = plan.steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, vec!["up", "down", "extra"]);
+        assert_eq!(plan.step("up").unwrap().params["rows"], 5);
+        assert_eq!(plan.step("down").unwrap().seed, 3);
+        // The same steps as the base's, with the same parameters and seed, are the same artifacts.
+        let base_plan = load(&dir.path().join("base.toml"), &reg, &[]).unwrap();
+        assert_eq!(base_plan.step("down").unwrap().params, plan.step("down").unwrap().params);
+        // An error in the base names the base file and its line.
+        std::fs::write(dir.path().join("base.toml"), base.replace("rows = 2", "rowz = 2")).unwrap();
+        std::fs::write(&path, child.replace("[steps.up]", "[steps.up2]")).unwrap();
+        let e = format!("{:#}", load(&path, &reg, &[]).err().expect("rowz"));
+        assert!(e.contains("base.toml:6") && e.contains("`rowz`"), "{e}");
+        // A missing base and a cycle are errors naming the files.
+        std::fs::write(&path, child.replace("base.toml", "nope.toml")).unwrap();
+        let e = format!("{:#}", load(&path, &reg, &[]).err().expect("missing"));
+        assert!(e.contains("child.toml") && e.contains("nope.toml"), "{e}");
+        std::fs::write(&path, child.replace("base.toml", "child.toml")).unwrap();
+        let e = format!("{:#}", load(&path, &reg, &[]).err().expect("cycle"));
+        assert!(e.contains("cycle"), "{e}");
+    }
+
+    #[test]
+    fn every_shipped_pipeline_resolves_against_the_real_stages() {
+        let reg = crate::registry();
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+        assert!(files.iter().any(|f| f.ends_with("default.toml")), "{files:?}");
+        for f in &files {
+            let plan = load(f, &reg, &[]).unwrap_or_else(|e| panic!("{e:#}"));
+            assert!(!plan.steps.is_empty(), "{}", f.display());
+        }
+        // The controls pipeline is the default plus its controls, with the default's steps unchanged.
+        let default = load(&dir.join("default.toml"), &reg, &[]).unwrap();
+        let controls = load(&dir.join("controls.toml"), &reg, &[]).unwrap();
+        for s in &default.steps {
+            let c = controls.step(&s.name).unwrap();
+            assert_eq!((&c.params, c.seed, &c.inputs), (&s.params, s.seed, &s.inputs), "{}", s.name);
+        }
+        assert!(controls.step("ppo_oracle_tiny").is_ok() && controls.step("ppo_null_tiny").is_ok());
     }
 
     #[test]
