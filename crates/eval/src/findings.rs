@@ -138,8 +138,14 @@ pub fn findings(models: &[Evaluated], rows: &[MetricRow], baseline: &str) -> Fin
 
     // 5. The oracle control: PPO on the gold judge's score with the same budget. Its win rate is
     // what this PPO can buy with a perfect reward; the gap down to PPO on the RM is the RM's cost.
+    // The bar is the SFT model of its size: 0.5 when that is the baseline.
     for oracle in of_kind(models, "ppo_oracle") {
         let Some(ro) = wr(oracle) else { continue };
+        let sft = of_kind(models, "sft").find(|m| m.size == oracle.size).and_then(|m| wr(m).map(|r| (m, r)));
+        let (bar, sft_text) = match sft {
+            Some((m, r)) if m.name != baseline => (r.value, format!("; its SFT model {}: {}", m.name, ci(r))),
+            _ => (0.5, String::new()),
+        };
         let rm_ppo = of_kind(models, "ppo").find(|m| m.size == oracle.size).and_then(|m| wr(m).map(|r| (m, r)));
         let versus = match rm_ppo {
             Some((m, r)) => format!("; with the reward model ({}): {}", m.name, ci(r)),
@@ -147,13 +153,13 @@ pub fn findings(models: &[Evaluated], rows: &[MetricRow], baseline: &str) -> Fin
         };
         f.lines.push((
             format!(
-                "Oracle control {}: PPO with the gold judge as its reward wins {} against {baseline}{versus} \
-                 (an oracle near 0.5: this PPO budget, not the reward model, limits the result; an oracle well \
+                "Oracle control {}: PPO with the gold judge as its reward wins {} against {baseline}{sft_text}{versus} \
+                 (an oracle near its SFT model: this PPO budget, not the reward model, limits the result; an oracle well \
                  above PPO on the reward model: the reward model does)",
                 oracle.name,
                 ci(ro)
             ),
-            ro.lo > 0.5,
+            ro.lo > bar,
         ));
     }
 
@@ -309,6 +315,19 @@ mod tests {
         let f = findings(&models, &rows, "sft");
         let (text, ok) = line(&f, "Oracle control")[0];
         assert!(!ok && !text.contains("with the reward model"), "{text}");
+
+        // Against a larger baseline the bar is the oracle's own SFT model, not 0.5.
+        let mut big = model("sft_big", "sft", "big");
+        big.params = 8000;
+        let models = [model("sft", "sft", "tiny"), model("oracle", "ppo_oracle", "tiny"), big];
+        let rows = |oracle_lo: f64| {
+            [win("sft_big", 0.5, 0.5, 0.5), win("sft", 0.40, 0.38, 0.42), win("oracle", 0.45, oracle_lo, 0.47)]
+        };
+        let f = findings(&models, &rows(0.43), "sft_big");
+        let (text, ok) = line(&f, "Oracle control")[0];
+        assert!(*ok && text.contains("its SFT model sft: 0.400 [0.380, 0.420]"), "{text}");
+        let f = findings(&models, &rows(0.39), "sft_big");
+        assert!(!line(&f, "Oracle control")[0].1);
     }
 
     #[test]
