@@ -105,12 +105,17 @@ fn a_killed_run_leaves_no_artifact_and_the_step_reruns() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Wait until `upper` has half-written its output, then SIGKILL.
+    // Wait until `upper` has half-written its output, then SIGKILL. The stall's file is told by its
+    // content: `emit` writes an items.parquet of its own in `_tmp` just before it moves it into the
+    // store, and a loaded machine may poll in that moment.
     let deadline = Instant::now() + Duration::from_secs(60);
     let tmp = s.join("_tmp");
     loop {
         let stalled = std::fs::read_dir(&tmp)
-            .map(|rd| rd.flatten().any(|e| e.path().join("items.parquet").exists()))
+            .map(|rd| {
+                rd.flatten()
+                    .any(|e| std::fs::read(e.path().join("items.parquet")).is_ok_and(|b| b == b"PAR1 half-written"))
+            })
             .unwrap_or(false);
         if stalled {
             break;
