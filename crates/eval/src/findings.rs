@@ -246,7 +246,11 @@ mod tests {
             name: name.into(),
             kind: kind.into(),
             size: size.into(),
-            params: if size == "mini" { 250 } else { 1000 },
+            params: match size {
+                "mini" => 250,
+                "big" => 8000,
+                _ => 1000,
+            },
             key: format!("key-{name}"),
             metrics: vec![],
             samples: BTreeMap::new(),
@@ -317,9 +321,8 @@ mod tests {
         assert!(!ok && !text.contains("with the reward model"), "{text}");
 
         // Against a larger baseline the bar is the oracle's own SFT model, not 0.5.
-        let mut big = model("sft_big", "sft", "big");
-        big.params = 8000;
-        let models = [model("sft", "sft", "tiny"), model("oracle", "ppo_oracle", "tiny"), big];
+        let models =
+            [model("sft", "sft", "tiny"), model("oracle", "ppo_oracle", "tiny"), model("sft_big", "sft", "big")];
         let rows = |oracle_lo: f64| {
             [win("sft_big", 0.5, 0.5, 0.5), win("sft", 0.40, 0.38, 0.42), win("oracle", 0.45, oracle_lo, 0.47)]
         };
@@ -332,17 +335,13 @@ mod tests {
 
     #[test]
     fn smallest_ppo_ptx_is_compared_with_the_largest_sft_and_base_models() {
-        let mut big_base = model("base_big", "base", "big");
-        big_base.params = 8000;
-        let mut big_sft = model("sft_big", "sft", "big");
-        big_sft.params = 8000;
         let models = [
             model("ptx_mini", "ppo_ptx", "mini"),
             model("base", "base", "tiny"),
             model("few", "base_few_shot", "tiny"),
             model("ptx", "ppo_ptx", "tiny"),
-            big_base,
-            big_sft,
+            model("base_big", "base", "big"),
+            model("sft_big", "sft", "big"),
         ];
         let rows = [
             win("sft_big", 0.5, 0.5, 0.5),
