@@ -8,6 +8,12 @@
 //!
 //! Win rates need two models and so are computed by `eval.report`, from the
 //! `samples` table this stage writes.
+//!
+//! With `best_of = n` (kind `best_of`) it answers each prompt with the best of
+//! n samples by the gold judge (the first is the one every model draws). That
+//! is no policy but a ceiling: what a policy that chose among the model's own
+//! samples as well as the judge would win, at a KL from the model of at most
+//! log n - (n-1)/n nats, the budget PPO spends to move along the same path.
 
 use anyhow::{Context, Result, bail};
 use lineage::tables::{
@@ -32,7 +38,9 @@ pub struct EvalModel;
 /// The kinds of model the report knows how to compare. `ppo_oracle` is PPO with the gold judge as
 /// its reward (`ppo.oracle = true`): the control that tells a weak reward model from a weak PPO;
 /// `ppo_null` is PPO with a random reward (`ppo.random_reward = true`): what PPO's noise alone does.
-pub const KINDS: [&str; 8] = ["base", "base_few_shot", "sft", "ppo", "ppo_ptx", "ppo_oracle", "ppo_null", "other"];
+/// `best_of` is a model's best of `best_of` samples by the gold judge (a ceiling, not a policy).
+pub const KINDS: [&str; 9] =
+    ["base", "base_few_shot", "sft", "ppo", "ppo_ptx", "ppo_oracle", "ppo_null", "best_of", "other"];
 
 /// Parameters of `eval.model`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -62,6 +70,9 @@ pub struct EvalModelParams {
     pub bench_items_per_task: usize,
     /// Bootstrap resamples for the 95% intervals.
     pub bootstrap: usize,
+    /// Samples per prompt, of which the gold judge keeps the best (1: the model's own sample;
+    /// more needs kind = "best_of" and the world's task metadata).
+    pub best_of: usize,
 }
 
 impl Default for EvalModelParams {
@@ -79,6 +90,7 @@ impl Default for EvalModelParams {
             ppl_seq_len: 128,
             bench_items_per_task: 0,
             bootstrap: 1000,
+            best_of: 1,
         }
     }
 }
@@ -87,6 +99,16 @@ impl Validate for EvalModelParams {
     fn validate(&self) -> Result<(), String> {
         if !KINDS.contains(&self.kind.as_str()) {
             return Err(format!("kind = \"{}\" is not one of {}", self.kind, KINDS.join(", ")));
+        }
+        if !(1..=64).contains(&self.best_of) {
+            return Err(format!("best_of = {} must be between 1 and 64", self.best_of));
+        }
+        if (self.kind == "best_of") != (self.best_of > 1) {
+            return Err(format!(
+                "kind = \"{}\" with best_of = {}: kind \"best_of\" and best_of > 1 go together, so a ceiling is \
+                 never reported as a model",
+                self.kind, self.best_of
+            ));
         }
         if self.kind == "base_few_shot" && self.few_shot == 0 {
             return Err("kind = \"base_few_shot\" needs few_shot > 0 (and a `demonstrations` input)".into());
@@ -167,6 +189,9 @@ impl TypedStage for EvalModel {
         }
         let jobs = jobs(&prompts);
         let unjudged = jobs.iter().filter(|j| j.meta.is_none()).count();
+        if unjudged > 0 && p.best_of > 1 {
+            bail!("best_of = {} needs the gold judge, but {unjudged} test prompts have no world metadata", p.best_of);
+        }
         if unjudged > 0 {
             ctx.warn(format!("{unjudged} test prompts have no world metadata: judge-based metrics leave them out"));
         }
@@ -304,8 +329,16 @@ fn generate(
     if truncated > 0 {
         ctx.warn(format!("{truncated} prompts were longer than the context allows and lost their beginning"));
     }
-    // Every model draws the same seed for the same prompt.
-    let seeds: Vec<u64> = jobs.iter().map(|j| ctx.derive_seed(&format!("sample/{}", j.id))).collect();
+    // Every model draws the same seed for the same prompt; with best_of, draw k > 0 its own.
+    let n = p.best_of.max(1);
+    let draws: Vec<(usize, usize)> = (0..jobs.len()).flat_map(|j| (0..n).map(move |k| (j, k))).collect();
+    let seeds: Vec<u64> = draws
+        .iter()
+        .map(|&(j, k)| match k {
+            0 => ctx.derive_seed(&format!("sample/{}", jobs[j].id)),
+            k => ctx.derive_seed(&format!("sample/{}/{k}", jobs[j].id)),
+        })
+        .collect();
     let cfg = SamplingConfig {
         max_new_tokens: p.max_new_tokens,
         temperature: p.temperature,
@@ -316,12 +349,12 @@ fn generate(
     };
     // Batches of similar length waste less on padding; a sequence's tokens do
     // not depend on its batch (see model::generate), so the order is free.
-    let mut order: Vec<usize> = (0..jobs.len()).collect();
-    order.sort_by_key(|&i| (encoded[i].len(), i));
-    let bar = ctx.progress().bar(jobs.len() as u64, format!("{} answering", ctx.step));
-    let mut gens = vec![None; jobs.len()];
+    let mut order: Vec<usize> = (0..draws.len()).collect();
+    order.sort_by_key(|&i| (encoded[draws[i].0].len(), i));
+    let bar = ctx.progress().bar(draws.len() as u64, format!("{} answering", ctx.step));
+    let mut gens = vec![None; draws.len()];
     for chunk in order.chunks(p.batch_size) {
-        let prompts: Vec<Vec<u32>> = chunk.iter().map(|&i| encoded[i].clone()).collect();
+        let prompts: Vec<Vec<u32>> = chunk.iter().map(|&i| encoded[draws[i].0].clone()).collect();
         let s: Vec<u64> = chunk.iter().map(|&i| seeds[i]).collect();
         for (&i, g) in chunk.iter().zip(lm.generate(&prompts, &s, &cfg)?) {
             gens[i] = Some(g);
@@ -329,15 +362,16 @@ fn generate(
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
-    jobs.iter()
+    let rows: Vec<SampleRow> = draws
+        .iter()
         .zip(gens)
         .zip(seeds)
-        .map(|((j, g), seed)| {
-            let g = g.expect("every job was generated");
+        .map(|((&(j, k), g), seed)| {
+            let (j, g) = (&jobs[j], g.expect("every draw was generated"));
             Ok(SampleRow {
                 prompt_id: j.id.clone(),
                 prompt: j.text.clone(),
-                sample_idx: 0,
+                sample_idx: k as i32,
                 response: format.decode_response(tok, &g.tokens)?,
                 response_tokens: g.tokens,
                 logprobs: g.logprobs,
@@ -352,7 +386,28 @@ fn generate(
                 meta: j.meta_json.clone(),
             })
         })
+        .collect::<Result<_>>()?;
+    Ok(if n == 1 { rows } else { keep_best(jobs, &rows, n) })
+}
+
+/// Each job's best of its `n` consecutive rows by the gold judge, as the job's one answer
+/// (`sample_idx` 0, as the report reads it; its `seed` tells which draw it was).
+fn keep_best(jobs: &[Job], rows: &[SampleRow], n: usize) -> Vec<SampleRow> {
+    jobs.iter()
+        .zip(rows.chunks(n))
+        .map(|(j, group)| {
+            let meta = j.meta.as_ref().expect("best_of checked that every prompt has metadata");
+            let candidates: Vec<Response> =
+                group.iter().map(|r| Response::new(r.response.clone(), r.finish_reason == "eos")).collect();
+            SampleRow { sample_idx: 0, ..group[best_by_gold(meta, &candidates)].clone() }
+        })
         .collect()
+}
+
+/// The index of the response the gold judge scores highest (the first of equals).
+pub fn best_by_gold(meta: &TaskMeta, candidates: &[Response]) -> usize {
+    let scores: Vec<f64> = candidates.iter().map(|r| world::judge(meta, &r.text, r.ended_with_eos).score).collect();
+    (0..scores.len()).fold(0, |best, i| if scores[i] > scores[best] { i } else { best })
 }
 
 /// `pretrain_ppl`: perplexity on the validation split of the pretraining text.
@@ -452,4 +507,86 @@ fn benchmarks(
         out.push(Measure::point(&format!("benchmark_acc_{task}"), crate::stats::mean(&v), v.len()));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use lineage::Validate;
+    use world::{World, WorldSize};
+
+    use super::*;
+
+    #[test]
+    fn the_gold_judge_keeps_the_best_candidate_and_the_first_of_equals() {
+        let w = World::generate(3, WorldSize::Smoke);
+        for p in w.prompts().iter().take(20) {
+            let ideal = Response::new(p.meta.reference.clone(), true);
+            let cut = Response::new(p.meta.reference.clone(), false);
+            let junk = Response::new("the the the", true);
+            assert_eq!(best_by_gold(&p.meta, &[junk.clone(), ideal.clone(), cut.clone()]), 1, "{}", p.text);
+            assert_eq!(best_by_gold(&p.meta, &[ideal.clone(), ideal.clone()]), 0);
+            assert_eq!(best_by_gold(&p.meta, std::slice::from_ref(&junk)), 0);
+        }
+    }
+
+    #[test]
+    fn each_prompt_keeps_its_best_draw_as_its_one_answer() {
+        let w = World::generate(3, WorldSize::Smoke);
+        let prompts: Vec<PromptRow> = w
+            .prompts()
+            .iter()
+            .take(3)
+            .map(|p| PromptRow {
+                prompt_id: p.id.clone(),
+                text: p.text.clone(),
+                user_id: String::new(),
+                split: "test".into(),
+                dataset: String::new(),
+                family: p.meta.family.name().into(),
+                meta: p.meta.to_json(),
+                source: String::new(),
+            })
+            .collect();
+        let jobs: Vec<Job> = jobs(&prompts).into_iter().filter(|j| j.variant.is_none()).collect();
+        let row = |j: &Job, k: i32, text: &str| SampleRow {
+            prompt_id: j.id.clone(),
+            prompt: j.text.clone(),
+            sample_idx: k,
+            response: text.into(),
+            response_tokens: vec![],
+            logprobs: vec![],
+            finish_reason: "eos".into(),
+            seed: 100 + k as u64,
+            split: j.split.clone(),
+            family: j.family.clone(),
+            meta: j.meta_json.clone(),
+        };
+        // The ideal answer is draw 1 of the first prompt, draw 0 of the second, draw 2 of the third.
+        let reference = |j: &Job| j.meta.as_ref().unwrap().reference.clone();
+        let rows: Vec<SampleRow> = jobs
+            .iter()
+            .enumerate()
+            .flat_map(|(i, j)| (0..3).map(move |k| (i, j, k)))
+            .map(|(i, j, k)| {
+                let text = if k as usize == [1, 0, 2][i] { reference(j) } else { "the the the".into() };
+                row(j, k, &text)
+            })
+            .collect();
+        let best = keep_best(&jobs, &rows, 3);
+        assert_eq!(best.len(), 3);
+        for ((b, j), k) in best.iter().zip(&jobs).zip([1u64, 0, 2]) {
+            assert_eq!((b.prompt_id.as_str(), b.sample_idx, b.seed), (j.id.as_str(), 0, 100 + k));
+            assert_eq!(b.response, reference(j));
+        }
+    }
+
+    #[test]
+    fn best_of_goes_with_its_kind() {
+        let p = |kind: &str, best_of: usize| EvalModelParams { kind: kind.into(), best_of, ..Default::default() };
+        assert!(p("sft", 1).validate().is_ok() && p("best_of", 4).validate().is_ok());
+        let e = p("sft", 4).validate().unwrap_err();
+        assert!(e.contains("best_of"), "{e}");
+        assert!(p("best_of", 1).validate().is_err());
+        assert!(p("best_of", 65).validate().is_err() && p("best_of", 0).validate().is_err());
+    }
 }
