@@ -34,6 +34,15 @@ fn of_kind<'a>(models: &'a [Evaluated], kind: &str) -> impl Iterator<Item = &'a 
     models.iter().filter(move |m| m.kind == kind)
 }
 
+/// The models of a kind that have a win rate, each with it.
+fn rated<'a>(
+    models: &'a [Evaluated],
+    rows: &'a [MetricRow],
+    kind: &'a str,
+) -> impl Iterator<Item = (&'a Evaluated, &'a MetricRow)> {
+    of_kind(models, kind).filter_map(move |m| get(rows, &m.name, "win_rate").map(|r| (m, r)))
+}
+
 /// The base model of a size: plain if there is one, else few-shot prompted.
 fn base_of<'a>(models: &'a [Evaluated], size: &str) -> Option<&'a Evaluated> {
     of_kind(models, "base")
@@ -47,8 +56,7 @@ pub fn findings(models: &[Evaluated], rows: &[MetricRow], baseline: &str) -> Fin
     let wr = |m: &Evaluated| get(rows, &m.name, "win_rate");
 
     // 1. The best PPO-ptx model against the baseline.
-    let best =
-        of_kind(models, "ppo_ptx").filter_map(|m| wr(m).map(|r| (m, r))).max_by(|a, b| a.1.value.total_cmp(&b.1.value));
+    let best = rated(models, rows, "ppo_ptx").max_by(|a, b| a.1.value.total_cmp(&b.1.value));
     if let Some((m, r)) = best {
         f.best_ppo_ptx_win_rate = Some(r.value);
         f.lines.push((
@@ -64,10 +72,9 @@ pub fn findings(models: &[Evaluated], rows: &[MetricRow], baseline: &str) -> Fin
     }
 
     // 2. The smallest PPO-ptx model against the largest SFT model.
-    let small = of_kind(models, "ppo_ptx").filter(|m| wr(m).is_some()).min_by_key(|m| m.params);
-    let large = of_kind(models, "sft").filter(|m| wr(m).is_some()).max_by_key(|m| m.params);
-    if let (Some(a), Some(b)) = (small, large) {
-        let (ra, rb) = (wr(a).expect("filtered"), wr(b).expect("filtered"));
+    let small = rated(models, rows, "ppo_ptx").min_by_key(|(m, _)| m.params);
+    let largest = |kind| rated(models, rows, kind).max_by_key(|(m, _)| m.params);
+    if let (Some((a, ra)), Some((b, rb))) = (small, largest("sft")) {
         let (text, ok) = if b.name == baseline {
             (format!("win rate {} against it", ci(ra)), ra.value > 0.5)
         } else {
@@ -85,9 +92,7 @@ pub fn findings(models: &[Evaluated], rows: &[MetricRow], baseline: &str) -> Fin
     // 2b. The paper's own headline: a 1.3B InstructGPT preferred over the 175B GPT-3, plain or
     // few-shot prompted; here the smallest PPO-ptx model against the largest base model of each kind.
     for kind in ["base", "base_few_shot"] {
-        let large = of_kind(models, kind).filter(|m| wr(m).is_some()).max_by_key(|m| m.params);
-        if let (Some(a), Some(b)) = (small, large) {
-            let (ra, rb) = (wr(a).expect("filtered"), wr(b).expect("filtered"));
+        if let (Some((a, ra)), Some((b, rb))) = (small, largest(kind)) {
             f.lines.push((
                 format!(
                     "Smallest PPO-ptx model {} ({} parameters) against the largest {kind} model {} ({} parameters, \
@@ -139,14 +144,13 @@ pub fn findings(models: &[Evaluated], rows: &[MetricRow], baseline: &str) -> Fin
     // 5. The oracle control: PPO on the gold judge's score with the same budget. Its win rate is
     // what this PPO can buy with a perfect reward; the gap down to PPO on the RM is the RM's cost.
     // The bar is the SFT model of its size: 0.5 when that is the baseline.
-    for oracle in of_kind(models, "ppo_oracle") {
-        let Some(ro) = wr(oracle) else { continue };
-        let sft = of_kind(models, "sft").find(|m| m.size == oracle.size).and_then(|m| wr(m).map(|r| (m, r)));
+    for (oracle, ro) in rated(models, rows, "ppo_oracle") {
+        let sft = rated(models, rows, "sft").find(|(m, _)| m.size == oracle.size);
         let (bar, sft_text) = match sft {
             Some((m, r)) if m.name != baseline => (r.value, format!("; its SFT model {}: {}", m.name, ci(r))),
             _ => (0.5, String::new()),
         };
-        let rm_ppo = of_kind(models, "ppo").find(|m| m.size == oracle.size).and_then(|m| wr(m).map(|r| (m, r)));
+        let rm_ppo = rated(models, rows, "ppo").find(|(m, _)| m.size == oracle.size);
         let versus = match rm_ppo {
             Some((m, r)) => format!("; with the reward model ({}): {}", m.name, ci(r)),
             None => String::new(),
@@ -165,15 +169,11 @@ pub fn findings(models: &[Evaluated], rows: &[MetricRow], baseline: &str) -> Fin
 
     // 6. The null control: PPO with a random reward and the same budget. A PPO's gain over it is
     // what its reward taught it; down to it, the policy only moved by PPO's noise.
-    for null in of_kind(models, "ppo_null") {
-        let Some(rn) = wr(null) else { continue };
+    for (null, rn) in rated(models, rows, "ppo_null") {
         let mut ok = vec![];
         let mut versus = String::new();
         for kind in ["ppo", "ppo_ptx", "ppo_oracle"] {
-            let Some((m, r)) = of_kind(models, kind).find(|m| m.size == null.size).and_then(|m| wr(m).map(|r| (m, r)))
-            else {
-                continue;
-            };
+            let Some((m, r)) = rated(models, rows, kind).find(|(m, _)| m.size == null.size) else { continue };
             // The paired difference (same prompts, same baseline responses) when the report has
             // it: above when its interval is above 0. Else the two intervals: above when they part.
             let (a, how) = match get(rows, &m.name, WIN_RATE_OVER_NULL) {

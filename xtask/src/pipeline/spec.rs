@@ -19,13 +19,13 @@
 //! ```
 //!
 //! Inputs name `step` or `step.table`; a list input takes a list of them.
+//! Inside a matrix step, `${axis}` is replaced in inputs and parameters, and
+//! a reference to a step expanded over the same axes picks the same values.
 //!
 //! `extends = "default.toml"` in `[pipeline]` (a path relative to this file) starts from another
 //! pipeline's steps and matrix: this file adds steps, and a step or axis of the same name replaces
 //! the base's whole. The header (name, seed, device) is this file's own, so a pipeline that extends
 //! another with the same seed shares its artifacts: only its own steps run.
-//! Inside a matrix step, `${axis}` is replaced in inputs and parameters, and
-//! a reference to a step expanded over the same axes picks the same values.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
