@@ -77,7 +77,8 @@ fn smoke_method_is_reproducible_cached_and_resumes_ppo_exactly() {
 
     let first = ok(pipeline(a.path(), &["run"], &[]), "the smoke pipeline");
     let steps = summary(&first);
-    for s in ["world", "pretrain", "sft", "samples", "labels", "rm", "sft_best", "ppo", "ppo_ptx", "report"] {
+    let expected = ["world", "pretrain", "sft", "samples", "labels", "rm", "sft_best", "ppo", "ppo_ptx"];
+    for s in expected.into_iter().chain(["eval_best_of", "eval_best_of_rm", "report"]) {
         assert_eq!(steps.get(s).map(|v| v.0.as_str()), Some("ran"), "{s}: {steps:?}");
     }
 

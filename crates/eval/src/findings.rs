@@ -206,6 +206,30 @@ pub fn findings(models: &[Evaluated], rows: &[MetricRow], baseline: &str) -> Fin
         ));
     }
 
+    // 6b. RL against selection with the same reward model: the best of n samples of an SFT model by
+    // the reward model needs no training, at a KL of at most log n - (n-1)/n nats. RL is worth its
+    // cost where its policy wins at least as often as the selection of its size.
+    for (bon, rb) in rated(models, rows, "best_of_rm") {
+        let rl: Vec<_> = ["ppo", "ppo_ptx"]
+            .iter()
+            .flat_map(|kind| rated(models, rows, kind).filter(|(m, _)| m.size == bon.size))
+            .collect();
+        let Some(&(best, rr)) = rl.iter().max_by(|a, b| a.1.value.total_cmp(&b.1.value)) else { continue };
+        f.lines.push((
+            format!(
+                "RL against best-of-n with the same reward model ({}): {} ({}) wins {} against {baseline}, the best of \
+                 n samples by the reward model {} {} (RL at least as good: the reward model's signal reached the policy)",
+                bon.size,
+                best.name,
+                best.kind,
+                ci(rr),
+                bon.name,
+                ci(rb)
+            ),
+            rr.value >= rb.value,
+        ));
+    }
+
     // 7. The alignment tax: PPO-ptx against PPO of the same size.
     for ptx in of_kind(models, "ppo_ptx") {
         let Some(ppo) = of_kind(models, "ppo").find(|m| m.size == ptx.size) else { continue };
@@ -278,6 +302,37 @@ mod tests {
 
     fn line<'a>(f: &'a Findings, start: &str) -> Vec<&'a (String, bool)> {
         f.lines.iter().filter(|(l, _)| l.starts_with(start)).collect()
+    }
+
+    #[test]
+    fn rl_is_compared_with_best_of_n_by_the_reward_model_of_its_size() {
+        let models = [
+            model("sft", "sft", "tiny"),
+            model("ppo", "ppo", "tiny"),
+            model("ptx", "ppo_ptx", "tiny"),
+            model("bon", "best_of_rm", "tiny"),
+            model("bon_mini", "best_of_rm", "mini"),
+            model("ceiling", "best_of", "tiny"),
+        ];
+        let rows = |bon: f64| {
+            [
+                win("sft", 0.5, 0.5, 0.5),
+                win("ppo", 0.52, 0.50, 0.54),
+                win("ptx", 0.55, 0.53, 0.57),
+                win("bon", bon, bon - 0.02, bon + 0.02),
+                win("bon_mini", 0.3, 0.28, 0.32),
+                win("ceiling", 0.75, 0.73, 0.77),
+            ]
+        };
+        let f = findings(&models, &rows(0.54), "sft");
+        let lines = line(&f, "RL against best-of-n");
+        // Only the size with an RL model, against its best RL model; the gold ceiling is not a selection by the RM.
+        assert_eq!(lines.len(), 1, "{:?}", f.lines);
+        let (text, ok) = lines[0];
+        assert!(*ok && text.contains("(tiny): ptx (ppo_ptx) wins 0.550 [0.530, 0.570]"), "{text}");
+        assert!(text.contains("bon 0.540 [0.520, 0.560]") && !text.contains("ceiling"), "{text}");
+        let f = findings(&models, &rows(0.60), "sft");
+        assert!(!line(&f, "RL against best-of-n")[0].1, "{:?}", f.lines);
     }
 
     #[test]

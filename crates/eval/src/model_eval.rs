@@ -9,21 +9,30 @@
 //! Win rates need two models and so are computed by `eval.report`, from the
 //! `samples` table this stage writes.
 //!
-//! With `best_of = n` (kind `best_of`) it answers each prompt with the best of
-//! n samples by the gold judge (the first is the one every model draws). That
-//! is no policy but a ceiling: what a policy that chose among the model's own
-//! samples as well as the judge would win, at a KL from the model of at most
-//! log n - (n-1)/n nats, the budget PPO spends to move along the same path.
+//! With `best_of = n` it answers each prompt with the best of n samples (the
+//! first is the one every model draws), at a KL from the model of at most
+//! log n - (n-1)/n nats, the budget PPO spends to move along the same path:
+//! - chosen by the gold judge (`select = "gold"`, kind `best_of`), no policy
+//!   but a ceiling: what a policy that chose among the model's own samples as
+//!   well as the judge would win;
+//! - chosen by a reward model (`select = "rm"`, kind `best_of_rm`, with a
+//!   `reward` input): a policy that needs no RL, WebGPT's best-of-n and the
+//!   selection step of rejection-sampling fine-tuning, and the yardstick for
+//!   what PPO makes of the same reward model.
+
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use candle_core::Device;
 use lineage::tables::{
     BENCHMARKS, BenchmarkRow, DEMONSTRATIONS, DemonstrationRow, METRICS, MetricRow, PRETRAIN_TEXT, PROMPTS,
     PretrainTextRow, PromptRow, SAMPLES, SampleRow,
 };
 use lineage::{InputSpec, StageContext, TableSpec, TypedStage, Validate};
 use model::batch::{Batch, PAD_FILL};
+use model::bundle::{score_pairs, with_eos};
 use model::generate::{FinishReason, SamplingConfig};
-use model::lm::CausalLm;
+use model::lm::{CausalLm, HeadInit, ScalarModel};
 use model::tokenizer::{InstructionFormat, Tokenizer};
 use model::train;
 use rand::SeedableRng;
@@ -38,9 +47,38 @@ pub struct EvalModel;
 /// The kinds of model the report knows how to compare. `ppo_oracle` is PPO with the gold judge as
 /// its reward (`ppo.oracle = true`): the control that tells a weak reward model from a weak PPO;
 /// `ppo_null` is PPO with a random reward (`ppo.random_reward = true`): what PPO's noise alone does.
-/// `best_of` is a model's best of `best_of` samples by the gold judge (a ceiling, not a policy).
-pub const KINDS: [&str; 9] =
-    ["base", "base_few_shot", "sft", "ppo", "ppo_ptx", "ppo_oracle", "ppo_null", "best_of", "other"];
+/// `best_of` is a model's best of `best_of` samples by the gold judge (a ceiling, not a policy);
+/// `best_of_rm` its best by a reward model (a policy).
+pub const KINDS: [&str; 10] =
+    ["base", "base_few_shot", "sft", "ppo", "ppo_ptx", "ppo_oracle", "ppo_null", "best_of", "best_of_rm", "other"];
+
+/// Who chooses among a prompt's `best_of` samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Select {
+    /// The world's gold judge (a ceiling; kind `best_of`).
+    Gold,
+    /// The `reward` input's reward model (a policy; kind `best_of_rm`).
+    Rm,
+}
+
+impl Select {
+    /// The kind a best-of-n evaluation with this selector must be labelled with.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Select::Gold => "best_of",
+            Select::Rm => "best_of_rm",
+        }
+    }
+
+    /// Its name in a pipeline file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Select::Gold => "gold",
+            Select::Rm => "rm",
+        }
+    }
+}
 
 /// Parameters of `eval.model`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,9 +108,11 @@ pub struct EvalModelParams {
     pub bench_items_per_task: usize,
     /// Bootstrap resamples for the 95% intervals.
     pub bootstrap: usize,
-    /// Samples per prompt, of which the gold judge keeps the best (1: the model's own sample;
-    /// more needs kind = "best_of" and the world's task metadata).
+    /// Samples per prompt, of which `select` keeps the best (1: the model's own sample; more needs
+    /// kind = "best_of" with the world's task metadata, or kind = "best_of_rm" with a reward model).
     pub best_of: usize,
+    /// Who keeps the best of `best_of` samples: `gold` (the judge) or `rm` (the `reward` input).
+    pub select: Select,
 }
 
 impl Default for EvalModelParams {
@@ -91,6 +131,7 @@ impl Default for EvalModelParams {
             bench_items_per_task: 0,
             bootstrap: 1000,
             best_of: 1,
+            select: Select::Gold,
         }
     }
 }
@@ -103,11 +144,15 @@ impl Validate for EvalModelParams {
         if !(1..=64).contains(&self.best_of) {
             return Err(format!("best_of = {} must be between 1 and 64", self.best_of));
         }
-        if (self.kind == "best_of") != (self.best_of > 1) {
+        let best_kind = matches!(self.kind.as_str(), "best_of" | "best_of_rm");
+        if best_kind != (self.best_of > 1) || (best_kind && self.kind != self.select.kind()) {
             return Err(format!(
-                "kind = \"{}\" with best_of = {}: kind \"best_of\" and best_of > 1 go together, so a ceiling is \
-                 never reported as a model",
-                self.kind, self.best_of
+                "kind = \"{}\" with best_of = {} and select = \"{}\": best_of > 1 goes with kind \"best_of\" \
+                 (select = \"gold\") or \"best_of_rm\" (select = \"rm\"), and only with them, so a selection is never \
+                 reported as the model itself and a ceiling never as a policy",
+                self.kind,
+                self.best_of,
+                self.select.name()
             ));
         }
         if self.kind == "base_few_shot" && self.few_shot == 0 {
@@ -150,6 +195,7 @@ impl TypedStage for EvalModel {
         InputSpec::one("text", "A pretrain_text table: the validation split measures perplexity."),
         InputSpec::one("benchmarks", "A benchmarks table (closed multiple-choice items)."),
         InputSpec::optional("demonstrations", "A demonstrations table, for few_shot > 0 (train split)."),
+        InputSpec::optional("reward", "A reward model artifact (rm.rm), for best_of > 1 with select = \"rm\"."),
     ];
     const OUTPUTS: &'static [TableSpec] = &[SAMPLES, METRICS];
     const USES_DEVICE: bool = true;
@@ -189,15 +235,25 @@ impl TypedStage for EvalModel {
         }
         let jobs = jobs(&prompts);
         let unjudged = jobs.iter().filter(|j| j.meta.is_none()).count();
-        if unjudged > 0 && p.best_of > 1 {
+        if unjudged > 0 && p.best_of > 1 && p.select == Select::Gold {
             bail!("best_of = {} needs the gold judge, but {unjudged} test prompts have no world metadata", p.best_of);
         }
+        let reward = match (p.best_of > 1 && p.select == Select::Rm, ctx.optional_input("reward")) {
+            (true, Some(input)) => Some(load_reward(&input.model_dir(), &dir, &device)?),
+            (true, None) => bail!("select = \"rm\" needs a `reward` input: connect a reward model (rm.rm)"),
+            (false, Some(_)) => {
+                bail!(
+                    "a `reward` input is connected but unused: it chooses among samples only with best_of > 1 and select = \"rm\""
+                )
+            }
+            (false, None) => None,
+        };
         if unjudged > 0 {
             ctx.warn(format!("{unjudged} test prompts have no world metadata: judge-based metrics leave them out"));
         }
 
         let prefix = few_shot_prefix(ctx, p, &format)?;
-        let samples = generate(ctx, p, &lm, &tok, &format, eos, &prefix, &jobs)?;
+        let samples = generate(ctx, p, &lm, &tok, &format, eos, &prefix, &jobs, reward.as_ref())?;
 
         // Metrics of the responses.
         let boot = Bootstrap { resamples: p.bootstrap, seed: ctx.derive_seed("bootstrap") };
@@ -313,6 +369,7 @@ fn generate(
     eos: u32,
     prefix: &str,
     jobs: &[Job],
+    reward: Option<&ScalarModel>,
 ) -> Result<Vec<SampleRow>> {
     let max_prompt = lm.config().max_position_embeddings - p.max_new_tokens;
     let mut truncated = 0;
@@ -387,27 +444,79 @@ fn generate(
             })
         })
         .collect::<Result<_>>()?;
-    Ok(if n == 1 { rows } else { keep_best(jobs, &rows, n) })
+    if n == 1 {
+        return Ok(rows);
+    }
+    let scores = match reward {
+        None => judge_scores(jobs, &rows, n),
+        Some(rm) => {
+            let pairs: Vec<(Vec<u32>, Vec<u32>)> = draws
+                .iter()
+                .zip(&rows)
+                .map(|(&(j, _), r)| {
+                    scored_pair(&encoded[j], &r.response_tokens, eos, rm.config().max_position_embeddings)
+                })
+                .collect();
+            score_pairs(rm, &pairs, p.batch_size)?.into_iter().map(f64::from).collect()
+        }
+    };
+    Ok(keep_best(&rows, n, &scores))
 }
 
-/// Each job's best of its `n` consecutive rows by the gold judge, as the job's one answer
-/// (`sample_idx` 0, as the report reads it; its `seed` tells which draw it was).
-fn keep_best(jobs: &[Job], rows: &[SampleRow], n: usize) -> Vec<SampleRow> {
+/// The reward model of `select = "rm"`, frozen, after checking that it reads the evaluated model's
+/// tokens (the same tokenizer file).
+fn load_reward(rm_dir: &Path, model_dir: &Path, device: &Device) -> Result<ScalarModel> {
+    let rm = ScalarModel::load(rm_dir, HeadInit::File(rm_dir.join(model::hub::SCORE_FILE)), device)
+        .with_context(|| format!("loading the reward model from {}", rm_dir.display()))?
+        .frozen()?;
+    let tokenizer = |d: &Path| {
+        let f = d.join("tokenizer.json");
+        std::fs::read(&f).with_context(|| format!("reading {}", f.display()))
+    };
+    if tokenizer(rm_dir)? != tokenizer(model_dir)? {
+        bail!(
+            "the reward model ({}) and the evaluated model ({}) have different tokenizers: its scores of these \
+             samples would mean nothing",
+            rm_dir.display(),
+            model_dir.display()
+        );
+    }
+    Ok(rm)
+}
+
+/// A prompt and response as the reward model reads them: the response ending with EOS (as in
+/// training), the prompt cut from the left when the pair is longer than the model's context.
+fn scored_pair(prompt: &[u32], response: &[u32], eos: u32, context: usize) -> (Vec<u32>, Vec<u32>) {
+    let mut response = with_eos(response, eos);
+    response.truncate(context.saturating_sub(1)); // room for at least one prompt token
+    let keep = prompt.len().min(context - response.len());
+    (prompt[prompt.len() - keep..].to_vec(), response)
+}
+
+/// The gold judge's score of every row; rows come in consecutive groups of `n` per job.
+fn judge_scores(jobs: &[Job], rows: &[SampleRow], n: usize) -> Vec<f64> {
     jobs.iter()
         .zip(rows.chunks(n))
-        .map(|(j, group)| {
+        .flat_map(|(j, group)| {
             let meta = j.meta.as_ref().expect("best_of checked that every prompt has metadata");
-            let candidates: Vec<Response> =
-                group.iter().map(|r| Response::new(r.response.clone(), r.finish_reason == "eos")).collect();
-            SampleRow { sample_idx: 0, ..group[best_by_gold(meta, &candidates)].clone() }
+            group.iter().map(move |r| world::judge(meta, &r.response, r.finish_reason == "eos").score)
         })
         .collect()
 }
 
-/// The index of the response the gold judge scores highest (the first of equals).
-pub fn best_by_gold(meta: &TaskMeta, candidates: &[Response]) -> usize {
-    let scores: Vec<f64> = candidates.iter().map(|r| world::judge(meta, &r.text, r.ended_with_eos).score).collect();
-    (0..scores.len()).fold(0, |best, i| if scores[i] > scores[best] { i } else { best })
+/// Of each consecutive group of `n` rows, the one with the highest score (the first of equals), as
+/// its prompt's one answer (`sample_idx` 0, as the report reads it; its `seed` tells which draw).
+fn keep_best(rows: &[SampleRow], n: usize, scores: &[f64]) -> Vec<SampleRow> {
+    assert_eq!(rows.len(), scores.len(), "one score per row");
+    rows.chunks(n)
+        .zip(scores.chunks(n))
+        .map(|(group, s)| {
+            // A NaN (a broken score) never wins over a number.
+            let better = |i: usize, b: usize| s[i] > s[b] || (s[b].is_nan() && !s[i].is_nan());
+            let best = (0..s.len()).fold(0, |b, i| if better(i, b) { i } else { b });
+            SampleRow { sample_idx: 0, ..group[best].clone() }
+        })
+        .collect()
 }
 
 /// `pretrain_ppl`: perplexity on the validation split of the pretraining text.
@@ -516,17 +625,42 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn the_gold_judge_keeps_the_best_candidate_and_the_first_of_equals() {
-        let w = World::generate(3, WorldSize::Smoke);
-        for p in w.prompts().iter().take(20) {
-            let ideal = Response::new(p.meta.reference.clone(), true);
-            let cut = Response::new(p.meta.reference.clone(), false);
-            let junk = Response::new("the the the", true);
-            assert_eq!(best_by_gold(&p.meta, &[junk.clone(), ideal.clone(), cut.clone()]), 1, "{}", p.text);
-            assert_eq!(best_by_gold(&p.meta, &[ideal.clone(), ideal.clone()]), 0);
-            assert_eq!(best_by_gold(&p.meta, std::slice::from_ref(&junk)), 0);
+    fn sample(prompt_id: &str, k: i32) -> SampleRow {
+        SampleRow {
+            prompt_id: prompt_id.into(),
+            prompt: String::new(),
+            sample_idx: k,
+            response: format!("draw {k}"),
+            response_tokens: vec![],
+            logprobs: vec![],
+            finish_reason: "eos".into(),
+            seed: 100 + k as u64,
+            split: "test".into(),
+            family: String::new(),
+            meta: String::new(),
         }
+    }
+
+    #[test]
+    fn each_group_keeps_its_highest_score_and_the_first_of_equals() {
+        let ids = ["a", "b", "c", "d"];
+        let rows: Vec<SampleRow> = ids.iter().flat_map(|id| (0..3).map(move |k| sample(id, k))).collect();
+        let scores = [0.1, 0.9, 0.5, 0.7, 0.7, -1.0, -3.0, -2.0, f64::NAN, f64::NAN, -5.0, -4.0];
+        let best = keep_best(&rows, 3, &scores);
+        let picked: Vec<(&str, i32, u64)> = best.iter().map(|r| (r.prompt_id.as_str(), r.sample_idx, r.seed)).collect();
+        // a: draw 1; b: draw 0 (the first of two equal); c and d: a NaN never wins.
+        assert_eq!(picked, [("a", 0, 101), ("b", 0, 100), ("c", 0, 101), ("d", 0, 102)]);
+        assert_eq!(best[0].response, "draw 1");
+    }
+
+    #[test]
+    fn the_reward_model_reads_a_response_ending_in_eos_and_a_prompt_cut_from_the_left() {
+        let eos = 9;
+        assert_eq!(scored_pair(&[1, 2, 3], &[4, 5], eos, 16), (vec![1, 2, 3], vec![4, 5, 9]));
+        assert_eq!(scored_pair(&[1, 2, 3], &[4, 9], eos, 16), (vec![1, 2, 3], vec![4, 9]), "one EOS, not two");
+        assert_eq!(scored_pair(&[1, 2, 3, 4, 5], &[6], eos, 5), (vec![3, 4, 5], vec![6, 9]));
+        // A response longer than the context keeps its start and one prompt token.
+        assert_eq!(scored_pair(&[1, 2], &[6, 7, 8, 10], eos, 4), (vec![2], vec![6, 7, 8]));
     }
 
     #[test]
@@ -572,7 +706,7 @@ mod tests {
                 row(j, k, &text)
             })
             .collect();
-        let best = keep_best(&jobs, &rows, 3);
+        let best = keep_best(&rows, 3, &judge_scores(&jobs, &rows, 3));
         assert_eq!(best.len(), 3);
         for ((b, j), k) in best.iter().zip(&jobs).zip([1u64, 0, 2]) {
             assert_eq!((b.prompt_id.as_str(), b.sample_idx, b.seed), (j.id.as_str(), 0, 100 + k));
@@ -581,12 +715,23 @@ mod tests {
     }
 
     #[test]
-    fn best_of_goes_with_its_kind() {
-        let p = |kind: &str, best_of: usize| EvalModelParams { kind: kind.into(), best_of, ..Default::default() };
-        assert!(p("sft", 1).validate().is_ok() && p("best_of", 4).validate().is_ok());
-        let e = p("sft", 4).validate().unwrap_err();
+    fn best_of_goes_with_its_kind_and_selector() {
+        let p = |kind: &str, best_of: usize, select: Select| EvalModelParams {
+            kind: kind.into(),
+            best_of,
+            select,
+            ..Default::default()
+        };
+        let (gold, rm) = (Select::Gold, Select::Rm);
+        assert!(p("sft", 1, gold).validate().is_ok() && p("best_of", 4, gold).validate().is_ok());
+        assert!(p("best_of_rm", 4, rm).validate().is_ok());
+        let e = p("sft", 4, gold).validate().unwrap_err();
         assert!(e.contains("best_of"), "{e}");
-        assert!(p("best_of", 1).validate().is_err());
-        assert!(p("best_of", 65).validate().is_err() && p("best_of", 0).validate().is_err());
+        // A ceiling is never labelled a policy, nor a policy a ceiling.
+        let e = p("best_of", 4, rm).validate().unwrap_err();
+        assert!(e.contains("select = \"rm\""), "{e}");
+        assert!(p("best_of_rm", 4, gold).validate().is_err());
+        assert!(p("best_of", 1, gold).validate().is_err() && p("best_of_rm", 1, rm).validate().is_err());
+        assert!(p("best_of", 65, gold).validate().is_err() && p("best_of", 0, gold).validate().is_err());
     }
 }

@@ -1,5 +1,7 @@
 //! PPO's parameters.
 
+use std::collections::BTreeMap;
+
 use lineage::Validate;
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +32,12 @@ pub struct PpoParams {
     pub minibatch_size: usize,
     /// Policy learning rate (constant after `warmup_iters`).
     pub lr: f64,
+    /// Learning-rate multipliers of the policy's parameters by name prefix (the first matching
+    /// prefix applies), e.g. `{ "model.norm" = 10.0 }`: the final norm's gains scale every logit,
+    /// so they set the policy's temperature, and at `lr` Adam moves a gain of 1 by at most `lr` a
+    /// step. Every prefix must name at least one parameter.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub lr_groups: BTreeMap<String, f64>,
     /// Value model learning rate.
     pub value_lr: f64,
     pub warmup_iters: u64,
@@ -93,6 +101,7 @@ impl Default for PpoParams {
             ppo_epochs: 2,
             minibatch_size: 16,
             lr: 3e-5,
+            lr_groups: BTreeMap::new(),
             value_lr: 1e-4,
             warmup_iters: 2,
             grad_clip: 1.0,
@@ -142,6 +151,11 @@ impl Validate for PpoParams {
             );
         }
         pos(self.lr, "lr")?;
+        for (prefix, mult) in &self.lr_groups {
+            if !(*mult > 0.0 && mult.is_finite()) || prefix.is_empty() {
+                return Err(format!("lr_groups: \"{prefix}\" = {mult} needs a non-empty prefix and a multiplier > 0"));
+            }
+        }
         pos(self.value_lr, "value_lr")?;
         pos(self.clip_range, "clip_range")?;
         pos(self.value_clip, "value_clip")?;
@@ -165,5 +179,33 @@ impl Validate for PpoParams {
             return Err("temperature must be > 0 (PPO needs the policy's own samples)".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lr_groups_need_a_prefix_and_a_positive_multiplier() {
+        let with = |prefix: &str, mult: f64| PpoParams {
+            lr_groups: BTreeMap::from([(prefix.to_string(), mult)]),
+            ..PpoParams::default()
+        };
+        assert!(with("model.norm", 300.0).validate().is_ok());
+        for (prefix, mult) in [("model.norm", 0.0), ("model.norm", -1.0), ("model.norm", f64::NAN), ("", 2.0)] {
+            let e = with(prefix, mult).validate().unwrap_err();
+            assert!(e.contains("lr_groups"), "{e}");
+        }
+    }
+
+    #[test]
+    fn without_lr_groups_the_parameters_serialize_as_before() {
+        // Parameters are part of an artifact's key: an empty map must not appear in them.
+        let json = serde_json::to_string(&PpoParams::default()).unwrap();
+        assert!(!json.contains("lr_groups"), "{json}");
+        let with = PpoParams { lr_groups: BTreeMap::from([("model.norm".into(), 10.0)]), ..PpoParams::default() };
+        let back: PpoParams = serde_json::from_str(&serde_json::to_string(&with).unwrap()).unwrap();
+        assert_eq!(back.lr_groups, with.lr_groups);
     }
 }

@@ -6,6 +6,7 @@
 //! seed and the iteration, so a run resumed from a checkpoint needs nothing but the weights, the
 //! optimizer moments, the KL coefficient and the iteration count to continue bit-for-bit.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -18,7 +19,7 @@ use model::bundle::{Bundle, Sampled, score_pairs, with_eos};
 use model::lm::{CausalLm, ScalarModel};
 use model::train::checkpoint::{self, ModelPart, TrainerState};
 use model::train::data::{Windows, epoch_order, locate};
-use model::train::{AdamW, AdamWConfig, Grads};
+use model::train::{AdamW, AdamWConfig, Grads, ParamGroup};
 use serde::{Deserialize, Serialize};
 use world::meta::TaskMeta;
 
@@ -127,6 +128,24 @@ fn padded(rows: &[&[f32]], r: usize, device: &Device) -> Result<Tensor> {
     Ok(Tensor::from_vec(v, (rows.len(), r), device)?)
 }
 
+/// The optimizer's parameter groups of `lr_groups`, each checked to name at least one parameter of
+/// the policy (a misspelt prefix would otherwise change nothing, silently).
+pub fn policy_groups(lm: &CausalLm, lr_groups: &BTreeMap<String, f64>) -> Result<Vec<ParamGroup>> {
+    lr_groups
+        .iter()
+        .map(|(prefix, mult)| {
+            if !lm.params().iter().any(|(name, _)| name.starts_with(prefix.as_str())) {
+                let names: Vec<&str> = lm.params().iter().map(|(n, _)| n.as_str()).take(6).collect();
+                bail!(
+                    "lr_groups: no parameter of the policy starts with \"{prefix}\" (its parameters are named like {})",
+                    names.join(", ")
+                );
+            }
+            Ok(ParamGroup::new(prefix.as_str(), *mult))
+        })
+        .collect()
+}
+
 pub(crate) fn mean(v: impl Iterator<Item = f64>) -> f64 {
     let (s, n) = v.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
     if n == 0 { f64::NAN } else { s / n as f64 }
@@ -161,7 +180,7 @@ impl<'a> Trainer<'a> {
             (AdvantageEstimator::Rloo, Some(_)) => bail!("the leave-one-out advantage uses no value model"),
             _ => {}
         }
-        let opt = AdamW::new(m.policy.lm.params(), cfg.clone(), vec![])?;
+        let opt = AdamW::new(m.policy.lm.params(), cfg.clone(), policy_groups(&m.policy.lm, &p.lr_groups)?)?;
         let value_opt = m.value.as_ref().map(|v| AdamW::new(v.params(), cfg, vec![])).transpose()?;
         let ema = if p.ema_decay > 0.0 { Some(m.policy.lm.snapshot()?) } else { None };
         let mut t = Trainer {
