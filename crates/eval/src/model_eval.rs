@@ -683,17 +683,11 @@ mod tests {
             .collect();
         let jobs: Vec<Job> = jobs(&prompts).into_iter().filter(|j| j.variant.is_none()).collect();
         let row = |j: &Job, k: i32, text: &str| SampleRow {
-            prompt_id: j.id.clone(),
             prompt: j.text.clone(),
-            sample_idx: k,
             response: text.into(),
-            response_tokens: vec![],
-            logprobs: vec![],
-            finish_reason: "eos".into(),
-            seed: 100 + k as u64,
-            split: j.split.clone(),
             family: j.family.clone(),
             meta: j.meta_json.clone(),
+            ..sample(&j.id, k)
         };
         // The ideal answer is draw 1 of the first prompt, draw 0 of the second, draw 2 of the third.
         let reference = |j: &Job| j.meta.as_ref().unwrap().reference.clone();
