@@ -20,10 +20,7 @@
 //!   selection step of rejection-sampling fine-tuning, and the yardstick for
 //!   what PPO makes of the same reward model.
 
-use std::path::Path;
-
 use anyhow::{Context, Result, bail};
-use candle_core::Device;
 use lineage::tables::{
     BENCHMARKS, BenchmarkRow, DEMONSTRATIONS, DemonstrationRow, METRICS, MetricRow, PRETRAIN_TEXT, PROMPTS,
     PretrainTextRow, PromptRow, SAMPLES, SampleRow,
@@ -32,7 +29,7 @@ use lineage::{InputSpec, StageContext, TableSpec, TypedStage, Validate};
 use model::batch::{Batch, PAD_FILL};
 use model::bundle::{score_pairs, with_eos};
 use model::generate::{FinishReason, SamplingConfig};
-use model::lm::{CausalLm, HeadInit, ScalarModel};
+use model::lm::{CausalLm, ScalarModel};
 use model::tokenizer::{InstructionFormat, Tokenizer};
 use model::train;
 use rand::SeedableRng;
@@ -239,7 +236,12 @@ impl TypedStage for EvalModel {
             bail!("best_of = {} needs the gold judge, but {unjudged} test prompts have no world metadata", p.best_of);
         }
         let reward = match (p.best_of > 1 && p.select == Select::Rm, ctx.optional_input("reward")) {
-            (true, Some(input)) => Some(load_reward(&input.model_dir(), &dir, &device)?),
+            (true, Some(input)) => {
+                let rm_dir = input.model_dir();
+                let rm = ScalarModel::load_reward(&rm_dir, &tok, &device)
+                    .with_context(|| format!("loading the reward model in {}", rm_dir.display()))?;
+                Some(rm.frozen()?)
+            }
             (true, None) => bail!("select = \"rm\" needs a `reward` input: connect a reward model (rm.rm)"),
             (false, Some(_)) => {
                 bail!(
@@ -457,31 +459,13 @@ fn generate(
                     scored_pair(&encoded[j], &r.response_tokens, eos, rm.config().max_position_embeddings)
                 })
                 .collect();
-            score_pairs(rm, &pairs, p.batch_size)?.into_iter().map(f64::from).collect()
+            let bar = ctx.progress().bar(pairs.len() as u64, format!("{} scoring", ctx.step));
+            let scores = score_pairs(rm, &pairs, p.batch_size, |n| bar.inc(n as u64))?;
+            bar.finish_and_clear();
+            scores.into_iter().map(f64::from).collect()
         }
     };
     Ok(keep_best(&rows, n, &scores))
-}
-
-/// The reward model of `select = "rm"`, frozen, after checking that it reads the evaluated model's
-/// tokens (the same tokenizer file).
-fn load_reward(rm_dir: &Path, model_dir: &Path, device: &Device) -> Result<ScalarModel> {
-    let rm = ScalarModel::load(rm_dir, HeadInit::File(rm_dir.join(model::hub::SCORE_FILE)), device)
-        .with_context(|| format!("loading the reward model from {}", rm_dir.display()))?
-        .frozen()?;
-    let tokenizer = |d: &Path| {
-        let f = d.join("tokenizer.json");
-        std::fs::read(&f).with_context(|| format!("reading {}", f.display()))
-    };
-    if tokenizer(rm_dir)? != tokenizer(model_dir)? {
-        bail!(
-            "the reward model ({}) and the evaluated model ({}) have different tokenizers: its scores of these \
-             samples would mean nothing",
-            rm_dir.display(),
-            model_dir.display()
-        );
-    }
-    Ok(rm)
 }
 
 /// A prompt and response as the reward model reads them: the response ending with EOS (as in

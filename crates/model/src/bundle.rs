@@ -145,11 +145,12 @@ impl Bundle {
 }
 
 /// The scalar model's reward for each (prompt ids, response ids) pair, `batch_size` pairs per
-/// forward pass, no gradients.
+/// forward pass, no gradients; `on_batch` hears how many pairs each pass scored (for progress).
 pub fn score_pairs(
     scorer: &crate::lm::ScalarModel,
     pairs: &[(Vec<u32>, Vec<u32>)],
     batch_size: usize,
+    mut on_batch: impl FnMut(usize),
 ) -> Result<Vec<f32>> {
     let frozen;
     let scorer = if scorer.is_trainable() {
@@ -162,6 +163,7 @@ pub fn score_pairs(
     for chunk in pairs.chunks(batch_size.max(1)) {
         let batch = crate::batch::Batch::aligned(chunk, scorer.device())?;
         out.extend(scorer.rewards(&batch, None)?.to_vec1::<f32>()?);
+        on_batch(chunk.len());
     }
     Ok(out)
 }

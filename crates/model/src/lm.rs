@@ -19,6 +19,7 @@ use crate::hub;
 use crate::model::{Llama, ResponseLogprobs, ScalarNet, response_logprobs};
 use crate::ops;
 use crate::params::{self, Params};
+use crate::tokenizer::Tokenizer;
 
 /// The summed negative log-likelihood of a batch's targets and their number. Sum over micro-batches
 /// and divide by the total count to get the token-mean of the whole batch.
@@ -199,6 +200,22 @@ impl ScalarModel {
             s.extend(params::likelihood_specs(cfg));
         }
         s
+    }
+
+    /// A trained reward model from `dir` (its trunk, `score.*` head and likelihood term), after
+    /// checking that it reads token ids as `reader` writes them, so that its scores of another
+    /// model's samples mean something. Trainable, as loaded: the caller freezes or copies it.
+    pub fn load_reward(dir: &Path, reader: &Tokenizer, device: &Device) -> Result<Self> {
+        if let Some(d) = Tokenizer::from_dir(dir)?.id_mismatch(reader) {
+            return Err(ModelError::checkpoint(
+                dir,
+                format!(
+                    "this reward model's tokenizer.json maps tokens to ids differently from the model whose samples \
+                     it would score ({d}): its scores would mean nothing"
+                ),
+            ));
+        }
+        Self::load(dir, HeadInit::File(dir.join(hub::SCORE_FILE)), device)
     }
 
     /// Trunk from a model directory, head as `head` says. A head with the likelihood term

@@ -76,6 +76,32 @@ impl Tokenizer {
         fsutil::write_atomic(&dir.join(TOKENIZER_FILE), self.to_json()?.as_bytes())
     }
 
+    /// Where `self` and `other` map tokens to ids differently, the first such token in id order
+    /// (`None` when they agree on every token, special tokens included). A model that reads one's
+    /// ids reads the other's the same way only when this is `None`: an equal vocabulary size is not
+    /// enough.
+    pub fn id_mismatch(&self, other: &Tokenizer) -> Option<String> {
+        let (a, b) = (self.inner.get_vocab(true), other.inner.get_vocab(true));
+        if a == b {
+            return None;
+        }
+        let differs = |x: &std::collections::HashMap<String, u32>, y: &std::collections::HashMap<String, u32>| {
+            let mut d: Vec<(u32, &String)> =
+                x.iter().filter(|&(t, id)| y.get(t) != Some(id)).map(|(t, &id)| (id, t)).collect();
+            d.sort();
+            d.first().map(|&(id, t)| {
+                format!(
+                    "{t:?} is id {id} in one, {} in the other",
+                    match y.get(t) {
+                        Some(o) => format!("id {o}"),
+                        None => "absent".into(),
+                    }
+                )
+            })
+        };
+        differs(&a, &b).or_else(|| differs(&b, &a))
+    }
+
     /// Number of tokens including added (special) tokens.
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
@@ -305,6 +331,21 @@ mod tests {
         assert_eq!(ids.first(), Some(&1));
         assert!(ids.contains(&2));
         assert!(tok.vocab_size() <= 300);
+    }
+
+    #[test]
+    fn id_mismatch_finds_the_first_token_two_tokenizers_number_differently() {
+        let a = train_byte_level_bpe(&TEXTS, 300).unwrap();
+        assert_eq!(a.id_mismatch(&Tokenizer::from_json(&a.to_json().unwrap()).unwrap()), None);
+        // Merges learnt from other text: the special tokens and bytes agree, the merges do not.
+        let other = ["zebras quietly juggle vivid pixels; zebras juggle again and again."; 4];
+        let b = train_byte_level_bpe(&other, 300).unwrap();
+        let d = a.id_mismatch(&b).expect("different merges");
+        assert!(d.contains(" in one, "), "{d}");
+        assert!(b.id_mismatch(&a).is_some());
+        for s in SPECIAL_TOKENS {
+            assert_eq!(a.token_id(s), b.token_id(s));
+        }
     }
 
     #[test]

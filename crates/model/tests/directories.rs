@@ -170,3 +170,28 @@ fn the_likelihood_term_trains_its_coefficient() {
         assert!(grads.get(name).is_some(), "no gradient for {name}");
     }
 }
+
+#[test]
+fn a_reward_model_loads_only_for_a_model_that_numbers_tokens_as_it_does() {
+    use model::tokenizer::train_byte_level_bpe;
+    let rm_dir = tempfile::tempdir().unwrap();
+    let lm = CausalLm::init(&cfg(), 3, &Device::Cpu).unwrap();
+    lm.save(rm_dir.path()).unwrap();
+    let rm = ScalarModel::load(rm_dir.path(), HeadInit::DirOrRandom { std: 0.05, seed: 9 }, &Device::Cpu).unwrap();
+    rm.save(rm_dir.path()).unwrap();
+    let err = ScalarModel::load_reward(rm_dir.path(), &train_byte_level_bpe(&["a b"], 300).unwrap(), &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no tokenizer.json"), "{err}");
+
+    let ours = train_byte_level_bpe(&["the cat sat on the mat; the dog sat on the log"; 3], 300).unwrap();
+    ours.save_to_dir(rm_dir.path()).unwrap();
+    let back = ScalarModel::load_reward(rm_dir.path(), &ours, &Device::Cpu).unwrap();
+    assert_eq!(max_abs_diff(&rm.rewards(&batch(), None).unwrap(), &back.rewards(&batch(), None).unwrap()), 0.0);
+
+    // Another tokenizer of the same kind, whose merges number tokens differently.
+    let other = train_byte_level_bpe(&["zebras quietly juggle vivid pixels again"; 3], 300).unwrap();
+    let err = ScalarModel::load_reward(rm_dir.path(), &other, &Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("maps tokens to ids differently"), "{err}");
+    assert!(err.contains(&rm_dir.path().display().to_string()), "{err}");
+}

@@ -79,6 +79,15 @@ fn decay_skips_norms_biases_and_embeddings_and_groups_scale_the_rate() {
     assert!(opt2.decayed().contains(&"model.embed_tokens.weight"));
     assert_eq!(opt.lr_mult("model.layers.0.mlp.up_proj.weight"), Some(3.0));
     assert_eq!(opt.lr_mult("model.layers.1.mlp.up_proj.weight"), Some(1.0));
+    // Overlapping prefixes: the most specific one applies, in whichever order they are given.
+    for groups in [
+        vec![ParamGroup::new("model.", 2.0), ParamGroup::new("model.norm", 50.0)],
+        vec![ParamGroup::new("model.norm", 50.0), ParamGroup::new("model.", 2.0)],
+    ] {
+        let opt = AdamW::new(lm.params(), AdamWConfig::default(), groups).unwrap();
+        assert_eq!(opt.lr_mult("model.norm.weight"), Some(50.0));
+        assert_eq!(opt.lr_mult("model.layers.0.input_layernorm.weight"), Some(2.0));
+    }
 
     // A parameter with a 10x multiplier moves 10x as far on its first (sign-like) Adam step.
     let p = one_param("score.weight", &[0.0, 0.0], &[1, 2]);

@@ -32,10 +32,11 @@ pub struct PpoParams {
     pub minibatch_size: usize,
     /// Policy learning rate (constant after `warmup_iters`).
     pub lr: f64,
-    /// Learning-rate multipliers of the policy's parameters by name prefix (where prefixes overlap,
-    /// the first in sorted order applies: `model.` before `model.norm`), e.g. `{ "model.norm" = 10.0 }`: the final norm's gains scale every logit,
-    /// so they set the policy's temperature, and at `lr` Adam moves a gain of 1 by at most `lr` a
-    /// step. Every prefix must name at least one parameter.
+    /// Learning-rate multipliers of the policy's parameters by name prefix, e.g.
+    /// `{ "model.norm" = 10.0 }`: the final norm's gains scale every logit, so they set the
+    /// policy's temperature, and at `lr` Adam moves a gain of 1 by at most `lr` a step. Where
+    /// prefixes overlap the longest applies (`model.norm` over `model.`). Every prefix must name at
+    /// least one parameter.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub lr_groups: BTreeMap<String, f64>,
     /// Value model learning rate.

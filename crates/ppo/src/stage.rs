@@ -7,7 +7,7 @@ use lineage::tables::{
 use lineage::{InputSpec, StageContext, TableSpec, TypedStage};
 use model::bundle::Bundle;
 use model::fsutil::copy_model_files;
-use model::lm::{HeadInit, ScalarModel};
+use model::lm::ScalarModel;
 use model::train;
 use world::meta::parse_meta;
 
@@ -66,7 +66,8 @@ impl TypedStage for Ppo {
         let (value, reward) = match ctx.optional_input("reward") {
             Some(a) => {
                 let d = a.model_dir();
-                let rm = ScalarModel::load(&d, HeadInit::File(d.join(model::hub::SCORE_FILE)), &device)?;
+                let rm = ScalarModel::load_reward(&d, &policy.tok, &device)
+                    .with_context(|| format!("loading the reward model in {}", d.display()))?;
                 // Without a critic nothing trains the loaded weights, so the reward needs no copy.
                 let reward = if critic { rm.snapshot()? } else { rm.frozen()? };
                 // A value is the head's scalar at each column: a reward's likelihood term is not part of it.
@@ -80,11 +81,6 @@ impl TypedStage for Ppo {
             }
             None => bail!("no `reward` input: connect a reward model, or set oracle = true (or random_reward = true)"),
         };
-        if let Some(r) = &reward
-            && r.config().vocab_size != policy.lm.config().vocab_size
-        {
-            bail!("the policy and the reward model have different vocabularies");
-        }
 
         let rows: Vec<PromptRow> = ctx.read_rows("prompts", &PROMPTS)?;
         let pick = |split: &str| select_prompts(rows.clone(), &p.dataset, &[split], 0);

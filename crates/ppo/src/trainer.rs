@@ -290,7 +290,7 @@ impl<'a> Trainer<'a> {
         let Some(rm) = &self.m.reward else { return Ok(None) };
         let eos = self.m.policy.eos;
         let with: Vec<_> = pairs.iter().map(|(p, r)| (p.clone(), with_eos(r, eos))).collect();
-        Ok(Some(score_pairs(rm, &with, self.p.gen_batch_size)?))
+        Ok(Some(score_pairs(rm, &with, self.p.gen_batch_size, |_| {})?))
     }
 
     /// Gold score, KL from the reference and RM score of the evaluated model on the probe prompts.

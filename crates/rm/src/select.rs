@@ -7,7 +7,8 @@ use lineage::tables::{PROMPTS, TRAIN_LOG, select_prompts};
 use lineage::{InputSpec, StageContext, TableSpec, TypedStage, Validate};
 use model::bundle::{Bundle, score_pairs, with_eos};
 use model::fsutil::copy_model_files;
-use model::lm::{HeadInit, ScalarModel};
+use model::lm::ScalarModel;
+use model::tokenizer::Tokenizer;
 use model::train;
 use serde::{Deserialize, Serialize};
 use world::meta::parse_meta;
@@ -83,7 +84,9 @@ impl TypedStage for SelectSft {
             candidates.push((0, sft_dir.join("model")));
         }
         let rm_dir = ctx.input("rm")?.model_dir();
-        let rm = ScalarModel::load(&rm_dir, HeadInit::File(rm_dir.join(model::hub::SCORE_FILE)), &device)
+        // The candidates are one SFT run's epochs, which share its tokenizer.
+        let sft_tok = Tokenizer::from_dir(&candidates[0].1)?;
+        let rm = ScalarModel::load_reward(&rm_dir, &sft_tok, &device)
             .with_context(|| format!("loading the reward model in {}", rm_dir.display()))?
             .frozen()?;
 
@@ -100,8 +103,8 @@ impl TypedStage for SelectSft {
         let mut scored: Vec<(u64, &std::path::PathBuf, f64, Vec<f32>)> = Vec::new();
         for (epoch, dir) in &candidates {
             let b = Bundle::load(dir, &device).with_context(|| format!("loading {}", dir.display()))?;
-            if b.tok.vocab_size() != rm.config().vocab_size {
-                bail!("the SFT model and the reward model have different vocabularies");
+            if let Some(d) = b.tok.id_mismatch(&sft_tok) {
+                bail!("{} has another tokenizer than {} ({d})", dir.display(), candidates[0].1.display());
             }
             let texts: Vec<&str> = prompts.iter().map(|r| r.text.as_str()).collect();
             let (enc, _) = b.encode_prompts(&texts, b.max_prompt_tokens(p.max_new_tokens))?;
@@ -109,7 +112,7 @@ impl TypedStage for SelectSft {
             let sampled = b.sample(&enc, &seeds, &cfg, p.batch_size, |_| {})?;
             let pairs: Vec<_> =
                 enc.iter().zip(&sampled).map(|(pr, s)| (pr.clone(), with_eos(&s.generation.tokens, b.eos))).collect();
-            let scores = score_pairs(&rm, &pairs, p.batch_size)?;
+            let scores = score_pairs(&rm, &pairs, p.batch_size, |_| {})?;
             let mean = scores.iter().map(|&s| s as f64).sum::<f64>() / scores.len() as f64;
             log.record(*epoch, "rm_score", mean);
             let golds: Vec<f64> = metas

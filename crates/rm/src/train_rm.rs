@@ -300,7 +300,7 @@ impl TypedStage for RewardModel {
                 .map(|d| encode_for_rm(&base, &d.prompt, &d.response, p.max_prompt_tokens, p.max_response_tokens))
                 .collect::<Result<Vec<_>>>()?;
             if !pairs.is_empty() {
-                let scores = score_pairs(&rm, &pairs, 32)?;
+                let scores = score_pairs(&rm, &pairs, 32, |_| {})?;
                 let mean = scores.iter().map(|&s| s as f64).sum::<f64>() / scores.len() as f64;
                 let bias = rm.params().get("score.bias").context("the reward model has no score.bias")?;
                 bias.set(&(bias.as_tensor() - mean)?)?;
@@ -357,7 +357,7 @@ fn heldout_agreement(
             .iter()
             .map(|resp| encode_for_rm(base, &r.prompt, resp, p.max_prompt_tokens, p.max_response_tokens))
             .collect::<Result<Vec<_>>>()?;
-        let scores = score_pairs(rm, &pairs, 32)?;
+        let scores = score_pairs(rm, &pairs, 32, |_| {})?;
         // Judged once: the gold judge's own choice, and the held-out labeler's (a noisy copy of it).
         let responses: Vec<Response> = r.responses.iter().map(|t| Response::new(t.clone(), true)).collect();
         let gold: Vec<Judgment> = responses.iter().map(|x| judge(&m, &x.text, x.ended_with_eos)).collect();

@@ -25,7 +25,7 @@ pub use loops::{
     PretrainConfig, RunDir, SftConfig, StepMetrics, TrainConfig, TrainEvent, TrainReport, UpdateRule, eval_loss,
     eval_stream, no_observer, pretrain, sft,
 };
-pub use optim::{AdamW, AdamWConfig, ParamGroup};
+pub use optim::{AdamW, AdamWConfig, ParamGroup, group_of};
 pub use schedule::LrSchedule;
 
 use candle_core::Device;

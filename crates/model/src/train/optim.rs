@@ -52,8 +52,9 @@ impl AdamWConfig {
 }
 
 /// Parameters whose name starts with `prefix` train at `lr_mult` times the scheduled learning rate
-/// (e.g. `ParamGroup::new("score.", 10.0)`: a reward head learns faster than its trunk). The first
-/// matching group wins; unmatched parameters use 1.
+/// (e.g. `ParamGroup::new("score.", 10.0)`: a reward head learns faster than its trunk). Of
+/// several matching groups the one with the longest prefix wins ([`group_of`]); unmatched
+/// parameters use 1.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ParamGroup {
     pub prefix: String,
@@ -105,13 +106,19 @@ pub fn decays(name: &str, dims: &[usize], decay_embeddings: bool) -> bool {
     dims.len() >= 2 && (decay_embeddings || !embedding)
 }
 
+/// The group whose prefix is the longest that `name` starts with: where prefixes overlap
+/// (`model.` and `model.norm`), the most specific one applies, whatever the order of `groups`.
+pub fn group_of<'g>(groups: &'g [ParamGroup], name: &str) -> Option<&'g ParamGroup> {
+    groups.iter().filter(|g| name.starts_with(&g.prefix)).max_by_key(|g| g.prefix.len())
+}
+
 impl AdamW {
     /// Zero moments for every variable of `params`.
     pub fn new(params: &Params, cfg: AdamWConfig, groups: Vec<ParamGroup>) -> Result<Self> {
         cfg.validate()?;
         let mut slots = Vec::with_capacity(params.len());
         for (name, var) in params.iter() {
-            let lr_mult = groups.iter().find(|g| name.starts_with(&g.prefix)).map_or(1.0, |g| g.lr_mult);
+            let lr_mult = group_of(&groups, name).map_or(1.0, |g| g.lr_mult);
             slots.push(Slot {
                 name: name.clone(),
                 var: var.clone(),
