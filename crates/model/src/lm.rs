@@ -210,8 +210,8 @@ impl ScalarModel {
             return Err(ModelError::checkpoint(
                 dir,
                 format!(
-                    "this reward model's tokenizer.json maps tokens to ids differently from the model whose samples \
-                     it would score ({d}): its scores would mean nothing"
+                    "this reward model's tokenizer.json (\"this one\") maps tokens to ids differently from the \
+                     tokenizer of the model whose samples it would score ({d}): its scores would mean nothing"
                 ),
             ));
         }

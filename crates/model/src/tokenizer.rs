@@ -76,30 +76,25 @@ impl Tokenizer {
         fsutil::write_atomic(&dir.join(TOKENIZER_FILE), self.to_json()?.as_bytes())
     }
 
-    /// Where `self` and `other` map tokens to ids differently, the first such token in id order
-    /// (`None` when they agree on every token, special tokens included). A model that reads one's
-    /// ids reads the other's the same way only when this is `None`: an equal vocabulary size is not
-    /// enough.
+    /// Where `self` and `other` map tokens to ids differently, the first such token in `self`'s id
+    /// order, then any token only `other` has (`None` when they agree on every token, special
+    /// tokens included). A model that reads one's ids reads the other's the same way only when this
+    /// is `None`: an equal vocabulary size is not enough.
     pub fn id_mismatch(&self, other: &Tokenizer) -> Option<String> {
-        let (a, b) = (self.inner.get_vocab(true), other.inner.get_vocab(true));
-        if a == b {
+        let (ours, theirs) = (self.inner.get_vocab(true), other.inner.get_vocab(true));
+        if ours == theirs {
             return None;
         }
-        let differs = |x: &std::collections::HashMap<String, u32>, y: &std::collections::HashMap<String, u32>| {
-            let mut d: Vec<(u32, &String)> =
-                x.iter().filter(|&(t, id)| y.get(t) != Some(id)).map(|(t, &id)| (id, t)).collect();
-            d.sort();
-            d.first().map(|&(id, t)| {
-                format!(
-                    "{t:?} is id {id} in one, {} in the other",
-                    match y.get(t) {
-                        Some(o) => format!("id {o}"),
-                        None => "absent".into(),
-                    }
-                )
-            })
-        };
-        differs(&a, &b).or_else(|| differs(&b, &a))
+        let mut differ: Vec<(u32, &String)> =
+            ours.iter().filter(|&(t, id)| theirs.get(t) != Some(id)).map(|(t, &id)| (id, t)).collect();
+        differ.sort();
+        if let Some(&(id, t)) = differ.first() {
+            let there = theirs.get(t).map_or("absent".to_string(), |o| format!("id {o}"));
+            return Some(format!("token {t:?} is id {id} in this one, {there} in the other"));
+        }
+        // Every token of ours has the same id there: the other has tokens we lack.
+        let (id, t) = theirs.iter().filter(|&(t, _)| !ours.contains_key(t)).map(|(t, &id)| (id, t)).min()?;
+        Some(format!("token {t:?} is absent from this one, id {id} in the other"))
     }
 
     /// Number of tokens including added (special) tokens.
@@ -341,7 +336,7 @@ mod tests {
         let other = ["zebras quietly juggle vivid pixels; zebras juggle again and again."; 4];
         let b = train_byte_level_bpe(&other, 300).unwrap();
         let d = a.id_mismatch(&b).expect("different merges");
-        assert!(d.contains(" in one, "), "{d}");
+        assert!(d.contains(" in this one, ") && d.contains(" in the other"), "{d}");
         assert!(b.id_mismatch(&a).is_some());
         for s in SPECIAL_TOKENS {
             assert_eq!(a.token_id(s), b.token_id(s));

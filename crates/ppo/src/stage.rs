@@ -81,6 +81,13 @@ impl TypedStage for Ppo {
             }
             None => bail!("no `reward` input: connect a reward model, or set oracle = true (or random_reward = true)"),
         };
+        // Same token numbering (checked above) but a smaller embedding would fail on the first
+        // sampled id past its end.
+        if let Some(r) = &reward
+            && r.config().vocab_size != policy.lm.config().vocab_size
+        {
+            bail!("the policy and the reward model have embeddings of different sizes");
+        }
 
         let rows: Vec<PromptRow> = ctx.read_rows("prompts", &PROMPTS)?;
         let pick = |split: &str| select_prompts(rows.clone(), &p.dataset, &[split], 0);
