@@ -95,7 +95,10 @@ pub struct EvalModelParams {
     /// so the KL and reward curves describe the same distribution).
     pub temperature: f32,
     pub top_p: f32,
-    /// Sequences per forward pass (generation and scoring).
+    /// Sequences per forward pass (generation and scoring). A decode step of these models is
+    /// mostly fixed cost, so wider batches answer faster: SFT small's evaluation took 19.5 s at 16
+    /// and 13.4 s at 64 (base small 35.8 s and 21.3 s), with the same samples, since a sequence's
+    /// tokens do not depend on its batch.
     pub batch_size: usize,
     /// Validation documents for perplexity (0 = all).
     pub ppl_max_docs: usize,
@@ -122,7 +125,7 @@ impl Default for EvalModelParams {
             max_new_tokens: 64,
             temperature: 1.0,
             top_p: 1.0,
-            batch_size: 16,
+            batch_size: 64,
             ppl_max_docs: 0,
             ppl_seq_len: 128,
             bench_items_per_task: 0,
