@@ -742,13 +742,18 @@ inputs = { parts = ["down@a", "down@b.items"] }
             let plan = load(f, &reg, &[]).unwrap_or_else(|e| panic!("{e:#}"));
             assert!(!plan.steps.is_empty(), "{}", f.display());
         }
-        // The controls pipeline is the default plus its controls, with the default's steps unchanged.
-        let default = load(&dir.join("default.toml"), &reg, &[]).unwrap();
-        let controls = load(&dir.join("controls.toml"), &reg, &[]).unwrap();
-        for s in &default.steps {
-            let c = controls.step(&s.name).unwrap();
-            assert_eq!((&c.params, c.seed, &c.inputs), (&s.params, s.seed, &s.inputs), "{}", s.name);
+        // The controls pipeline is the default plus its controls, and the reward-model ceiling the
+        // controls plus its variants, each with its base's steps unchanged (so a store reuses them).
+        for (base, child) in [("default", "controls"), ("controls", "rm-ceiling")] {
+            let base = load(&dir.join(format!("{base}.toml")), &reg, &[]).unwrap();
+            let child = load(&dir.join(format!("{child}.toml")), &reg, &[]).unwrap();
+            for s in &base.steps {
+                let c = child.step(&s.name).unwrap();
+                assert_eq!((&c.params, c.seed, &c.inputs), (&s.params, s.seed, &s.inputs), "{}", s.name);
+            }
+            assert!(child.steps.len() > base.steps.len());
         }
+        let controls = load(&dir.join("controls.toml"), &reg, &[]).unwrap();
         assert!(controls.step("ppo_oracle_tiny").is_ok() && controls.step("ppo_null_tiny").is_ok());
     }
 
