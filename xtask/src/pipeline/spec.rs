@@ -744,17 +744,41 @@ inputs = { parts = ["down@a", "down@b.items"] }
         }
         // The controls pipeline is the default plus its controls, and the reward-model ceiling the
         // controls plus its variants, each with its base's steps unchanged (so a store reuses them).
-        for (base, child) in [("default", "controls"), ("controls", "rm-ceiling")] {
-            let base = load(&dir.join(format!("{base}.toml")), &reg, &[]).unwrap();
-            let child = load(&dir.join(format!("{child}.toml")), &reg, &[]).unwrap();
+        let [default, controls, ceiling] =
+            ["default", "controls", "rm-ceiling"].map(|n| load(&dir.join(format!("{n}.toml")), &reg, &[]).unwrap());
+        for (base, child) in [(&default, &controls), (&controls, &ceiling)] {
             for s in &base.steps {
                 let c = child.step(&s.name).unwrap();
                 assert_eq!((&c.params, c.seed, &c.inputs), (&s.params, s.seed, &s.inputs), "{}", s.name);
             }
             assert!(child.steps.len() > base.steps.len());
         }
-        let controls = load(&dir.join("controls.toml"), &reg, &[]).unwrap();
         assert!(controls.step("ppo_oracle_tiny").is_ok() && controls.step("ppo_null_tiny").is_ok());
+        // Each reward-model variant copies a default step's settings but for what it varies, so
+        // its measured difference is that one change.
+        for (variant, original, varied) in [
+            ("samples_half", "samples", &["max_prompts"][..]),
+            ("samples_onpolicy", "samples", &[]),
+            ("rm_half", "rm", &[]),
+            ("rm_onpolicy", "rm", &[]),
+            ("rm_medium", "rm", &[]),
+            ("rm_long", "rm", &[]),
+            ("rm_no_likelihood", "rm", &["likelihood_term"]),
+            ("pretrain_small_long", "pretrain_small", &["steps", "checkpoint_every"]),
+            ("sft_small_long", "sft_small", &[]),
+            ("sft_medium", "sft_small", &[]),
+            ("sft_best_small_by_rm_long", "sft_best_small", &[]),
+            ("ppo_ptx_small_rm_long", "ppo_ptx_small", &[]),
+        ] {
+            let without = |name: &str| {
+                let mut p = ceiling.step(name).unwrap().params.clone();
+                for k in varied {
+                    p.as_object_mut().unwrap().remove(*k);
+                }
+                p
+            };
+            assert_eq!(without(variant), without(original), "{variant} against {original}");
+        }
     }
 
     #[test]
