@@ -223,11 +223,20 @@ fn show_dag_and_gc() {
 
     // The refs now point at the rows=2 artifacts; the rows=4 ones are garbage.
     let before = artifacts_of(s, "debug.emit").len();
+    // An interrupted run's leftovers: one key's half-written output and its checkpoints.
+    let (tmp, scratch) = (s.join("_tmp/0123abcd.4242"), s.join("_scratch/0123abcd"));
+    for d in [&tmp, &scratch] {
+        std::fs::create_dir_all(d).unwrap();
+    }
     let dry = text(&run_ok(s, &["gc", "--dry-run", "-s", "emit.rows=2"], &[]).stdout);
-    assert!(dry.contains("would remove"), "{dry}");
+    assert!(dry.contains("would remove") && dry.contains("leftover"), "{dry}");
     assert_eq!(artifacts_of(s, "debug.emit").len(), before, "a dry run removes nothing");
+    assert!(tmp.is_dir() && scratch.is_dir());
     run_ok(s, &["gc", "-s", "emit.rows=2"], &[]);
     assert_eq!(artifacts_of(s, "debug.emit").len(), before - 1);
+    assert!(!tmp.exists() && !scratch.exists(), "both leftovers of the key go, under one lock");
+    let left: Vec<_> = std::fs::read_dir(s.join("_tmp")).unwrap().collect();
+    assert!(left.is_empty(), "removed artifacts pass through _tmp and leave nothing there: {left:?}");
     assert!(all(&run_ok(s, &["run", "-s", "emit.rows=2"], &[]), "cached"), "gc kept what the pipeline references");
 }
 

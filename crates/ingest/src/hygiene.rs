@@ -96,7 +96,7 @@ pub fn prompt_id(text: &str) -> String {
 pub fn apply(
     examples: Vec<Example>,
     h: &Hygiene,
-    tokens: Option<&dyn Fn(&str) -> usize>,
+    tokens: Option<TokenCount<'_>>,
     q: &mut Quarantine,
 ) -> (Vec<Group>, Report) {
     let mut report = Report::default();
@@ -105,8 +105,9 @@ pub fn apply(
     let mut kept = Vec::with_capacity(examples.len());
     for e in examples {
         match too_long(&e, h, tokens) {
-            Some(err) => q.removed(&e.origin, "too_long", err),
-            None => kept.push(e),
+            Ok(None) => kept.push(e),
+            Ok(Some(err)) => q.removed(&e.origin, "too_long", err),
+            Err(err) => q.bad(&e.origin, err),
         }
     }
 
@@ -229,28 +230,38 @@ pub fn apply(
     (groups, report)
 }
 
-fn too_long(e: &Example, h: &Hygiene, tokens: Option<&dyn Fn(&str) -> usize>) -> Option<RowError> {
-    let check = |field: &str, text: &str, max_chars: usize, max_tokens: usize| -> Option<RowError> {
+/// Counts a text's tokens, or says why it cannot.
+pub type TokenCount<'a> = &'a dyn Fn(&str) -> Result<usize, String>;
+
+/// `Ok(Some(_))`: over a length limit (removed); `Err(_)`: its tokens could not be counted (a bad
+/// row, which counts against `max_bad_fraction`).
+fn too_long(e: &Example, h: &Hygiene, tokens: Option<TokenCount<'_>>) -> Result<Option<RowError>, RowError> {
+    let check = |field: &str, text: &str, max_chars: usize, max_tokens: usize| -> Result<Option<RowError>, RowError> {
         if max_chars > 0 {
             let n = text.chars().count();
             if n > max_chars {
-                return Some(RowError::new(field, format!("too long: {n} characters, limit {max_chars}")));
+                return Ok(Some(RowError::new(field, format!("too long: {n} characters, limit {max_chars}"))));
             }
         }
         if max_tokens > 0
             && let Some(count) = tokens
         {
-            let n = count(text);
+            let n = count(text).map_err(|why| RowError::new(field, why))?;
             if n > max_tokens {
-                return Some(RowError::new(field, format!("too long: {n} tokens, limit {max_tokens}")));
+                return Ok(Some(RowError::new(field, format!("too long: {n} tokens, limit {max_tokens}"))));
             }
         }
-        None
+        Ok(None)
     };
-    if let Some(err) = check("prompt", &e.prompt, h.max_prompt_chars, h.max_prompt_tokens) {
-        return Some(err);
+    if let Some(err) = check("prompt", &e.prompt, h.max_prompt_chars, h.max_prompt_tokens)? {
+        return Ok(Some(err));
     }
-    e.payload.responses().iter().find_map(|r| check("response", r, h.max_response_chars, h.max_response_tokens))
+    for r in e.payload.responses() {
+        if let Some(err) = check("response", r, h.max_response_chars, h.max_response_tokens)? {
+            return Ok(Some(err));
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -322,12 +333,21 @@ mod tests {
         assert_eq!(q.rows()[0].reason, "too long: 21 characters, limit 10");
         h.max_prompt_chars = 0;
         h.max_prompt_tokens = 3;
-        let words = |s: &str| s.split_whitespace().count();
+        let words = |s: &str| match s.contains('\u{0}') {
+            true => Err("the tokenizer could not encode it".to_string()),
+            false => Ok(s.split_whitespace().count()),
+        };
         let mut q = Quarantine::new();
-        let (groups, _) =
-            apply(vec![ex(1, "one two", "a"), ex(2, "one two three four", "a")], &h, Some(&words), &mut q);
+        let rows = vec![ex(1, "one two", "a"), ex(2, "one two three four", "a"), ex(3, "one \u{0}", "a")];
+        let (groups, _) = apply(rows, &h, Some(&words), &mut q);
         assert_eq!(groups.len(), 1);
         assert_eq!(q.rows()[0].reason, "too long: 4 tokens, limit 3");
+        // A text the tokenizer cannot encode is a bad row with the tokenizer's reason, not "too long".
+        assert_eq!(q.bad_count(), 1);
+        assert_eq!(
+            (q.rows()[1].field.as_str(), q.rows()[1].reason.as_str()),
+            ("prompt", "the tokenizer could not encode it")
+        );
     }
 
     #[test]

@@ -65,7 +65,7 @@ impl Container {
 pub fn read_file(path: &str, q: &mut Quarantine) -> Result<(Container, Vec<Record>)> {
     let container = Container::of(path)?;
     let (records, bad) = match container {
-        Container::Parquet => (read_parquet(path)?, Vec::new()),
+        Container::Parquet => read_parquet(path)?,
         _ => {
             let bytes = std::fs::read(path).with_context(|| format!("reading {path}"))?;
             let text = String::from_utf8(bytes).map_err(|e| {
@@ -233,42 +233,65 @@ fn read_txt(file: &str, text: &str) -> Vec<Record> {
     records
 }
 
-fn read_parquet(file: &str) -> Result<Vec<Record>> {
+fn read_parquet(file: &str) -> Result<(Vec<Record>, Bad)> {
     let f = File::open(file).with_context(|| format!("opening {file}"))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(f)
         .with_context(|| format!("{file}: not a readable Parquet file"))?
         .build()
         .with_context(|| format!("{file}: not a readable Parquet file"))?;
-    let mut records = Vec::new();
+    let (mut records, mut bad) = (Vec::new(), Vec::new());
+    let mut line = 0;
     for batch in reader {
         let batch = batch.with_context(|| format!("reading {file}"))?;
         let schema = batch.schema();
         for row in 0..batch.num_rows() {
+            line += 1;
             let mut fields = Map::new();
+            let mut error = None;
             for (field, column) in schema.fields().iter().zip(batch.columns()) {
-                fields.insert(field.name().clone(), cell(column, row));
+                let value = cell(column, row).unwrap_or_else(|e| {
+                    error.get_or_insert_with(|| RowError::new(field.name(), e));
+                    // The row as it was, for the quarantine table (never used as data).
+                    let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+                    match column.data_type() {
+                        DataType::Binary => lossy(column.as_binary::<i32>().value(row)).into(),
+                        DataType::LargeBinary => lossy(column.as_binary::<i64>().value(row)).into(),
+                        _ => format!("{:?}", column.slice(row, 1)).into(),
+                    }
+                });
+                fields.insert(field.name().clone(), value);
             }
-            let raw = Value::Object(fields.clone()).to_string();
-            records.push(Record { origin: origin(file, records.len() + 1, &raw), fields });
+            let o = origin(file, line, &Value::Object(fields.clone()).to_string());
+            match error {
+                Some(e) => bad.push((o, e)),
+                None => records.push(Record { origin: o, fields }),
+            }
         }
     }
-    Ok(records)
+    Ok((records, bad))
 }
 
 /// One Arrow cell as JSON: strings, numbers, booleans, lists and structs;
-/// anything else as its display string.
-fn cell(a: &ArrayRef, i: usize) -> Value {
+/// anything else as its display string. Binary cells must hold UTF-8 text:
+/// anything else is the error, which quarantines the row.
+fn cell(a: &ArrayRef, i: usize) -> std::result::Result<Value, String> {
     if a.is_null(i) {
-        return Value::Null;
+        return Ok(Value::Null);
     }
-    let list = |values: ArrayRef| Value::Array((0..values.len()).map(|j| cell(&values, j)).collect());
+    let list = |values: ArrayRef| -> std::result::Result<Value, String> {
+        Ok(Value::Array((0..values.len()).map(|j| cell(&values, j)).collect::<std::result::Result<_, _>>()?))
+    };
+    let utf8 = |bytes: &[u8]| match std::str::from_utf8(bytes) {
+        Ok(s) => Ok(Value::String(s.to_string())),
+        Err(e) => Err(format!("binary value is not UTF-8 text (invalid byte at offset {})", e.valid_up_to())),
+    };
     let float = |x: f64| serde_json::Number::from_f64(x).map(Value::Number).unwrap_or(Value::Null);
-    match a.data_type() {
+    Ok(match a.data_type() {
         DataType::Utf8 => a.as_string::<i32>().value(i).into(),
         DataType::LargeUtf8 => a.as_string::<i64>().value(i).into(),
         DataType::Utf8View => a.as_string_view().value(i).into(),
-        DataType::Binary => String::from_utf8_lossy(a.as_binary::<i32>().value(i)).into_owned().into(),
-        DataType::LargeBinary => String::from_utf8_lossy(a.as_binary::<i64>().value(i)).into_owned().into(),
+        DataType::Binary => utf8(a.as_binary::<i32>().value(i))?,
+        DataType::LargeBinary => utf8(a.as_binary::<i64>().value(i))?,
         DataType::Boolean => a.as_boolean().value(i).into(),
         DataType::Int8 => a.as_primitive::<Int8Type>().value(i).into(),
         DataType::Int16 => a.as_primitive::<Int16Type>().value(i).into(),
@@ -280,19 +303,23 @@ fn cell(a: &ArrayRef, i: usize) -> Value {
         DataType::UInt64 => a.as_primitive::<UInt64Type>().value(i).into(),
         DataType::Float32 => float(a.as_primitive::<Float32Type>().value(i) as f64),
         DataType::Float64 => float(a.as_primitive::<Float64Type>().value(i)),
-        DataType::List(_) => list(a.as_list::<i32>().value(i)),
-        DataType::LargeList(_) => list(a.as_list::<i64>().value(i)),
-        DataType::ListView(_) => list(a.as_list_view::<i32>().value(i)),
-        DataType::FixedSizeList(_, _) => list(a.as_fixed_size_list().value(i)),
+        DataType::List(_) => list(a.as_list::<i32>().value(i))?,
+        DataType::LargeList(_) => list(a.as_list::<i64>().value(i))?,
+        DataType::ListView(_) => list(a.as_list_view::<i32>().value(i))?,
+        DataType::FixedSizeList(_, _) => list(a.as_fixed_size_list().value(i))?,
         DataType::Struct(fields) => {
             let s = a.as_struct();
-            Value::Object(fields.iter().zip(s.columns()).map(|(f, c)| (f.name().clone(), cell(c, i))).collect())
+            let mut m = Map::new();
+            for (f, c) in fields.iter().zip(s.columns()) {
+                m.insert(f.name().clone(), cell(c, i).map_err(|e| format!("{}: {e}", f.name()))?);
+            }
+            Value::Object(m)
         }
         _ => match arrow::compute::cast(&a.slice(i, 1), &DataType::Utf8) {
-            Ok(s) => cell(&s, 0),
+            Ok(s) => cell(&s, 0)?,
             Err(_) => Value::String(format!("{:?}", a.slice(i, 1))),
         },
-    }
+    })
 }
 
 /// "a string", "a number", ... for messages.
@@ -352,5 +379,35 @@ mod tests {
         let (r, _) = read_json("f.json", "{\"a\": 1}\n{\"a\": 2}\n").unwrap();
         assert_eq!(r.len(), 2);
         assert!(read_json("f.json", "[{\"a\": ").unwrap_err().to_string().contains("f.json: not valid JSON"));
+    }
+
+    #[test]
+    fn parquet_binary_cells_that_are_not_utf8_quarantine_their_row_naming_the_column() {
+        use arrow::array::{BinaryArray, RecordBatch, StringArray};
+        use arrow::datatypes::{Field, Schema};
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.parquet");
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("prompt", DataType::Binary, false),
+            Field::new("user_id", DataType::Utf8, false),
+        ]));
+        let prompts = BinaryArray::from(vec![b"fine text".as_ref(), b"bad \xff byte".as_ref(), b"more".as_ref()]);
+        let users = StringArray::from(vec!["u1", "u2", "u3"]);
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(prompts), Arc::new(users)]).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(File::create(&path).unwrap(), schema, None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+
+        let file = path.to_str().unwrap();
+        let mut q = Quarantine::default();
+        let (_, records) = read_file(file, &mut q).unwrap();
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[0].fields["prompt"], "fine text");
+        assert_eq!(records[1].origin.line, 3, "rows keep their numbers in the file");
+        assert_eq!(q.bad_count(), 1);
+        let row = &q.rows()[0];
+        assert_eq!((row.line, row.field.as_str()), (2, "prompt"));
+        assert!(row.reason.contains("not UTF-8") && row.raw.contains("u2"), "{row:?}");
     }
 }

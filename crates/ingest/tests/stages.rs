@@ -514,7 +514,7 @@ fn labelling_round_trip() {
 /// Regenerates `prompts.parquet` and the filled-in label files:
 /// `cargo test -p ingest --test stages -- --ignored regenerate`.
 #[test]
-#[ignore]
+#[ignore = "regenerates the fixtures; run by hand"]
 fn regenerate_fixtures() {
     write_prompts_parquet(&samples_dir().join("prompts.parquet"));
 

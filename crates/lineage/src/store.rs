@@ -280,11 +280,17 @@ impl Store {
         Ok(target)
     }
 
-    /// Removes an artifact and its lock file (for `gc`; hold its lock).
+    /// Removes an artifact (for `gc`; hold its lock). It first leaves the store in one rename, into
+    /// `_tmp/`, so an interrupted removal never leaves a half-deleted directory with its manifest.
     pub fn remove(&self, artifact: &Artifact) -> Result<()> {
-        fs::remove_dir_all(&artifact.dir).with_context(|| format!("removing {}", artifact.dir.display()))?;
-        let _ = fs::remove_file(self.lock_path(artifact.key()));
-        Ok(())
+        let gone = self.root.join("_tmp").join(format!("{}.gc-{}", artifact.key(), now_nanos()));
+        fs::create_dir_all(self.root.join("_tmp"))?;
+        fs::rename(&artifact.dir, &gone).with_context(|| format!("removing {}", artifact.dir.display()))?;
+        if let Some(parent) = artifact.dir.parent() {
+            sync_dir(parent)?;
+        }
+        self.verified.lock().expect("verified set").remove(&artifact.dir);
+        fs::remove_dir_all(&gone).with_context(|| format!("removing {}", gone.display()))
     }
 
     fn ref_path(&self, pipeline: &str, step: &str) -> PathBuf {
@@ -334,17 +340,21 @@ impl Store {
         Ok(path)
     }
 
-    /// Leftover directories in `_tmp` and `_scratch` whose key nobody is
-    /// computing now.
-    pub fn leftovers(&self) -> Result<Vec<PathBuf>> {
-        let mut out = Vec::new();
+    /// Leftover directories in `_tmp` and `_scratch` of keys nobody is computing now, grouped by
+    /// key with that key's lock: hold it while removing them, so no run starts on the key meanwhile.
+    pub fn leftovers(&self) -> Result<Vec<(KeyLock, Vec<PathBuf>)>> {
+        let mut by_key: std::collections::BTreeMap<String, Vec<PathBuf>> = Default::default();
         for sub in ["_tmp", "_scratch"] {
             for dir in sorted_dirs(&self.root.join(sub))? {
                 let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                let key = name.split('.').next().unwrap_or_default();
-                if self.try_lock(key)?.is_some() {
-                    out.push(dir);
-                }
+                let key = name.split('.').next().unwrap_or_default().to_string();
+                by_key.entry(key).or_default().push(dir);
+            }
+        }
+        let mut out = Vec::new();
+        for (key, dirs) in by_key {
+            if let Some(lock) = self.try_lock(&key)? {
+                out.push((lock, dirs));
             }
         }
         Ok(out)

@@ -239,10 +239,30 @@ impl LlamaConfig {
         if self.mlp_bias {
             return bad("mlp_bias = true is not supported".into());
         }
+        if self.model_type != "llama" && self.model_type != "qwen2" {
+            return bad(format!(
+                "model_type {:?} is not supported: only \"llama\" and \"qwen2\" (other architectures differ in \
+                 ways this loader would silently ignore)",
+                self.model_type
+            ));
+        }
         if let Some(p) = &self.rope_parameters
             && p.rope_type != "default"
         {
             return bad(format!("rope_type {:?} is not supported: only \"default\"", p.rope_type));
+        }
+        // transformers < 5 writes RoPE scaling as `rope_scaling` (`rope_type`, or the older `type`);
+        // we keep it in `extra` for the round trip, so refuse what the rotary code would ignore.
+        if let Some(rs) = self.extra.get("rope_scaling").filter(|v| !v.is_null()) {
+            let kind = rs.get("rope_type").or_else(|| rs.get("type")).and_then(|v| v.as_str());
+            if kind != Some("default") {
+                return bad(format!(
+                    "rope_scaling {rs} is not supported: only unscaled RoPE (rope_scaling null or rope_type \"default\")"
+                ));
+            }
+        }
+        if self.extra.get("use_sliding_window").and_then(|v| v.as_bool()) == Some(true) {
+            return bad("use_sliding_window = true is not supported: only full causal attention".into());
         }
         if !(0.0..1.0).contains(&self.resid_pdrop) {
             return bad(format!("resid_pdrop ({}) must be in [0, 1)", self.resid_pdrop));
@@ -311,5 +331,35 @@ mod tests {
         let mut c = LlamaConfig::preset(Preset::Smoke, 64, 32);
         c.num_key_value_heads = Some(3);
         assert!(c.validate().is_err());
+    }
+}
+
+#[cfg(test)]
+mod architecture_tests {
+    use super::*;
+
+    fn with(extra: &str) -> Result<()> {
+        let base = r#"{"vocab_size": 10, "hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 1,
+            "num_attention_heads": 2"#;
+        let c: LlamaConfig = serde_json::from_str(&format!("{base}{extra}}}")).unwrap();
+        c.validate()
+    }
+
+    #[test]
+    fn validate_refuses_what_the_loader_would_silently_ignore() {
+        with("").unwrap();
+        with(r#", "rope_scaling": null"#).unwrap();
+        with(r#", "rope_scaling": {"rope_type": "default"}"#).unwrap();
+        with(r#", "model_type": "qwen2", "use_sliding_window": false"#).unwrap();
+        let cases = [
+            (r#", "rope_scaling": {"rope_type": "llama3", "factor": 32.0}"#, "rope_scaling"),
+            (r#", "rope_scaling": {"type": "linear", "factor": 2.0}"#, "rope_scaling"),
+            (r#", "model_type": "mistral""#, "model_type \"mistral\""),
+            (r#", "model_type": "qwen2", "use_sliding_window": true"#, "use_sliding_window"),
+        ];
+        for (extra, what) in cases {
+            let e = with(extra).unwrap_err().to_string();
+            assert!(e.contains(what), "{extra}: {e}");
+        }
     }
 }

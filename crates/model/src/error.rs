@@ -57,7 +57,7 @@ impl ModelError {
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         ModelError::Io { action, path: path.into(), source }
     }
-    pub(crate) fn checkpoint(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+    pub fn checkpoint(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
         ModelError::Checkpoint { path: path.into(), msg: msg.into() }
     }
 }

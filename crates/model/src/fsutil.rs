@@ -53,15 +53,14 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Fills a fresh directory with `fill` and then moves it to `dest` in one rename, replacing any
-/// previous `dest`. A crash leaves either the old directory or the new one (plus a stale temporary
-/// that the next call removes).
+/// Fills a fresh directory with `fill` and then moves it to `dest`, replacing any previous `dest`:
+/// the previous one is moved aside (`.NAME.old`), the new one renamed into place, and the old one
+/// removed. A crash leaves the old directory or the new one: between the two renames neither is at
+/// `dest`, and the next call (or [`recover_dir`]) moves the old one back before doing anything else.
 pub fn replace_dir_atomic(dest: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let parent = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    fs::create_dir_all(parent).map_err(|e| ModelError::io("create directory", parent, e))?;
-    let tmp = parent.join(format!(".{name}.tmp"));
-    let old = parent.join(format!(".{name}.old"));
+    let (parent, tmp, old) = aside_names(dest);
+    fs::create_dir_all(&parent).map_err(|e| ModelError::io("create directory", &parent, e))?;
+    recover_dir(dest)?;
     for stale in [&tmp, &old] {
         if stale.exists() {
             fs::remove_dir_all(stale).map_err(|e| ModelError::io("remove stale", stale, e))?;
@@ -74,9 +73,28 @@ pub fn replace_dir_atomic(dest: &Path, fill: impl FnOnce(&Path) -> Result<()>) -
         fs::rename(dest, &old).map_err(|e| ModelError::io("move aside", dest, e))?;
     }
     fs::rename(&tmp, dest).map_err(|e| ModelError::io("rename into place", dest, e))?;
-    sync_dir(parent)?;
+    sync_dir(&parent)?;
     if old.exists() {
         fs::remove_dir_all(&old).map_err(|e| ModelError::io("remove", &old, e))?;
+    }
+    Ok(())
+}
+
+/// The parent of `dest` and the temporary and moved-aside names [`replace_dir_atomic`] uses.
+fn aside_names(dest: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let parent = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    let (tmp, old) = (parent.join(format!(".{name}.tmp")), parent.join(format!(".{name}.old")));
+    (parent, tmp, old)
+}
+
+/// Undoes a [`replace_dir_atomic`] interrupted between its two renames: when `dest` is missing and
+/// its moved-aside copy is there, moves that copy back. Call it before reading `dest`.
+pub fn recover_dir(dest: &Path) -> Result<()> {
+    let (parent, _, old) = aside_names(dest);
+    if !dest.exists() && old.is_dir() {
+        fs::rename(&old, dest).map_err(|e| ModelError::io("move back", &old, e))?;
+        sync_dir(&parent)?;
     }
     Ok(())
 }

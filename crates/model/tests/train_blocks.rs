@@ -261,7 +261,7 @@ fn checkpoints_hold_several_models_and_restore_them_in_place() {
     checkpoint::save(&ck, &parts, &state).unwrap();
     // Saving again replaces the directory atomically.
     checkpoint::save(&ck, &parts, &state).unwrap();
-    assert!(checkpoint::exists(&ck));
+    assert!(checkpoint::exists(&ck).unwrap());
     assert_eq!(checkpoint::read_state(&ck).unwrap(), state);
 
     let p2 = tiny_lm(8);
@@ -280,4 +280,44 @@ fn checkpoints_hold_several_models_and_restore_them_in_place() {
         ScalarModel::load(&ck.join("value"), HeadInit::DirOrRandom { std: 0.0, seed: 0 }, &Device::Cpu).unwrap();
     assert_eq!(values(loaded.params()), values(value.params()));
     assert_eq!(values(CausalLm::load(&ck.join("policy"), &Device::Cpu).unwrap().params()), values(policy.params()));
+}
+
+/// A caller's files are part of the checkpoint they were saved with: a later save replaces them with
+/// the weights, a failing writer leaves the previous checkpoint whole, and a save interrupted between
+/// its two renames (the old directory moved aside, the new one not yet in place) is moved back by the
+/// next look, so no resume finds the weights of one step beside the log of another, or nothing.
+#[test]
+fn a_checkpoint_keeps_its_callers_files_and_survives_an_interrupted_replace() {
+    use model::train::checkpoint::{self, ModelPart, TrainerState};
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("ck");
+    let lm = tiny_lm(3);
+    let parts = [ModelPart { name: "", config: lm.config(), params: lm.params(), optimizer: None }];
+    let save = |step: u64, log: &str| {
+        let state = TrainerState { step, ..Default::default() };
+        checkpoint::save_with(&ck, &parts, &state, |tmp| {
+            std::fs::write(tmp.join("log.txt"), log).unwrap();
+            Ok(())
+        })
+    };
+    let read = || (checkpoint::read_state(&ck).unwrap().step, std::fs::read_to_string(ck.join("log.txt")).unwrap());
+    save(1, "one").unwrap();
+    save(2, "two").unwrap();
+    assert_eq!(read(), (2, "two".to_string()));
+
+    let state = TrainerState { step: 3, ..Default::default() };
+    let failed = checkpoint::save_with(&ck, &parts, &state, |tmp| Err(model::ModelError::checkpoint(tmp, "disk full")));
+    assert!(failed.unwrap_err().to_string().contains("disk full"));
+    assert!(checkpoint::exists(&ck).unwrap());
+    assert_eq!(read(), (2, "two".to_string()));
+
+    // The crash window: the previous checkpoint moved aside, the new one not renamed in yet.
+    std::fs::rename(&ck, dir.path().join(".ck.old")).unwrap();
+    assert!(checkpoint::exists(&ck).unwrap(), "the moved-aside checkpoint is moved back");
+    assert_eq!(read(), (2, "two".to_string()));
+    assert!(!dir.path().join(".ck.old").exists());
+    // And a save after such a crash keeps going from there.
+    std::fs::rename(&ck, dir.path().join(".ck.old")).unwrap();
+    save(3, "three").unwrap();
+    assert_eq!(read(), (3, "three".to_string()));
 }

@@ -26,6 +26,10 @@ use world::meta::TaskMeta;
 use crate::math::{self, AdvantageEstimator, gae, kl_per_token, leave_one_out, token_rewards, whiten};
 use crate::params::PpoParams;
 
+/// The training log and the saved rollouts inside a resumable checkpoint.
+const LOG_FILE: &str = "train_log.json";
+const ROLLOUTS_FILE: &str = "rollouts.json";
+
 /// A prompt PPO can use.
 #[derive(Debug, Clone)]
 pub struct PpoPrompt {
@@ -206,7 +210,7 @@ impl<'a> Trainer<'a> {
 
     fn resume(&mut self) -> Result<()> {
         let dir = self.resume_dir();
-        if !checkpoint::exists(&dir) {
+        if !checkpoint::exists(&dir)? {
             return Ok(());
         }
         let state = checkpoint::read_state(&dir)?;
@@ -219,10 +223,22 @@ impl<'a> Trainer<'a> {
         }
         self.extra = serde_json::from_value(state.extra).context("reading the PPO checkpoint's state")?;
         self.iteration = state.step;
-        self.log = TrainLog::load_or_new(&dir.join("train_log.json"))?;
+        let missing = |file: &str| {
+            anyhow::anyhow!(
+                "{} holds a PPO checkpoint without its {file}: delete the directory to start this step over",
+                dir.display()
+            )
+        };
+        let log = dir.join(LOG_FILE);
+        if !log.is_file() {
+            return Err(missing(LOG_FILE));
+        }
+        self.log = TrainLog::load_or_new(&log)?;
         if self.p.save_rollouts {
-            let text = std::fs::read_to_string(dir.join("rollouts.json")).unwrap_or_else(|_| "[]".into());
-            self.rollouts = serde_json::from_str(&text).context("reading the checkpoint's rollouts")?;
+            let path = dir.join(ROLLOUTS_FILE);
+            let text = std::fs::read_to_string(&path).map_err(|_| missing(ROLLOUTS_FILE))?;
+            self.rollouts = serde_json::from_str(&text)
+                .with_context(|| format!("reading the checkpoint's rollouts ({})", path.display()))?;
         }
         self.resumed_from = Some(state.step);
         Ok(())
@@ -250,19 +266,17 @@ impl<'a> Trainer<'a> {
         }
         let state =
             TrainerState { step: self.iteration, extra: serde_json::to_value(&self.extra)?, ..TrainerState::default() };
-        // The log and rollouts first: a checkpoint is complete once trainer_state.json is there.
-        std::fs::create_dir_all(self.data.scratch)?;
-        let log_tmp = self.data.scratch.join("train_log.json");
-        self.log.save(&log_tmp)?;
-        let ro_tmp = self.data.scratch.join("rollouts.json");
-        if self.p.save_rollouts {
-            std::fs::write(&ro_tmp, serde_json::to_vec(&self.rollouts)?)?;
-        }
-        checkpoint::save(&dir, &parts, &state)?;
-        std::fs::rename(&log_tmp, dir.join("train_log.json"))?;
-        if self.p.save_rollouts {
-            std::fs::rename(&ro_tmp, dir.join("rollouts.json"))?;
-        }
+        // The log and rollouts go inside the checkpoint, written before trainer_state.json marks it
+        // complete, so they are replaced with the weights in one step.
+        checkpoint::save_with(&dir, &parts, &state, |tmp| {
+            let io = |e: anyhow::Error| model::ModelError::checkpoint(tmp, format!("{e:#}"));
+            self.log.save(&tmp.join(LOG_FILE)).map_err(io)?;
+            if self.p.save_rollouts {
+                let bytes = serde_json::to_vec(&self.rollouts).map_err(|e| io(e.into()))?;
+                lineage::store::write_atomic(&tmp.join(ROLLOUTS_FILE), &bytes).map_err(io)?;
+            }
+            Ok(())
+        })?;
         Ok(())
     }
 

@@ -3,14 +3,17 @@
 //! progress bar, and writing a self-contained model directory.
 
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Result;
 use lineage::log::TrainLog;
 use lineage::{Progress, Validate};
-use model::train::TrainEvent;
+use model::train::{TrainEvent, checkpoint};
 use model::{LlamaConfig, Preset};
 use serde::{Deserialize, Serialize};
+
+/// The training log's file inside a checkpoint.
+const LOG_FILE: &str = "train_log.json";
 
 /// A model size: a preset, optionally with some dimensions changed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,24 +73,45 @@ impl Validate for ModelSpec {
     }
 }
 
-/// Turns training events into log rows, a progress bar, and a saved log
-/// beside every checkpoint (so a resumed run continues the same log).
+/// Turns training events into log rows, a progress bar, and a log saved inside every checkpoint
+/// (so a resumed run continues the same log, and the two never disagree about the step).
 pub struct Observer {
     pub log: TrainLog,
     bar: indicatif::ProgressBar,
-    log_path: PathBuf,
+    /// Why the log could not be written into a checkpoint, which then failed.
+    error: Option<anyhow::Error>,
 }
 
 impl Observer {
-    /// Resumes the log saved in `scratch` if there is one.
-    pub fn new(progress: &Progress, total: u64, what: &str, scratch: &Path) -> Result<Observer> {
-        let log_path = scratch.join("train_log.json");
-        let log = TrainLog::load_or_new(&log_path)?;
+    /// Resumes the log saved in `checkpoint_dir` (the loop's `RunDir::checkpoint`) if
+    /// there is one; a checkpoint without its log is an error, not a fresh log.
+    pub fn new(progress: &Progress, total: u64, what: &str, checkpoint_dir: &Path) -> Result<Observer> {
+        let log = if checkpoint::exists(checkpoint_dir)? {
+            let path = checkpoint_dir.join(LOG_FILE);
+            if !path.is_file() {
+                anyhow::bail!(
+                    "{} holds a checkpoint without its training log ({LOG_FILE}): delete the directory to \
+                     start this step over",
+                    checkpoint_dir.display()
+                );
+            }
+            TrainLog::load_or_new(&path)?
+        } else {
+            TrainLog::new()
+        };
         let bar = progress.bar(total, what);
         if let Some(last) = log.rows().last() {
             bar.set_position(last.step as u64);
         }
-        Ok(Observer { log, bar, log_path })
+        Ok(Observer { log, bar, error: None })
+    }
+
+    /// The loop's error, with the reason the observer gave when it was the one that failed.
+    pub fn explain(&mut self, e: impl Into<anyhow::Error>) -> anyhow::Error {
+        match self.error.take() {
+            Some(why) => why.context(e.into().to_string()),
+            None => e.into(),
+        }
     }
 
     pub fn on_event(&mut self, event: &TrainEvent<'_>) -> ControlFlow<()> {
@@ -106,11 +130,13 @@ impl Observer {
                 self.log.record(*step, "val_loss", *loss);
                 self.log.record(*step, "epoch", (*epoch + 1) as f64);
             }
-            TrainEvent::Checkpoint { .. } => {
-                if let Err(e) = self.log.save(&self.log_path) {
-                    tracing::warn!("could not save the training log beside the checkpoint: {e:#}");
+            TrainEvent::CheckpointFiles { dir, .. } => {
+                if let Err(e) = self.log.save(&dir.join(LOG_FILE)) {
+                    self.error = Some(e.context("writing the training log into the checkpoint"));
+                    return ControlFlow::Break(());
                 }
             }
+            TrainEvent::Checkpoint { .. } => {}
             TrainEvent::EpochSaved { .. } => {}
         }
         ControlFlow::Continue(())
@@ -119,5 +145,40 @@ impl Observer {
     pub fn finish(self) -> TrainLog {
         self.bar.finish_and_clear();
         self.log
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_travels_inside_the_checkpoint_and_a_checkpoint_without_it_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = dir.path().join("checkpoint");
+        let progress = Progress::hidden();
+        // No checkpoint: a fresh log.
+        assert!(Observer::new(&progress, 10, "t", &ck).unwrap().log.rows().is_empty());
+
+        // The loop asks for the observer's files while it fills the new checkpoint.
+        let mut obs = Observer::new(&progress, 10, "t", &ck).unwrap();
+        assert!(obs.on_event(&TrainEvent::Eval { epoch: 0, step: 3, loss: 1.5 }).is_continue());
+        std::fs::create_dir_all(&ck).unwrap();
+        assert!(obs.on_event(&TrainEvent::CheckpointFiles { step: 3, dir: &ck }).is_continue());
+        std::fs::write(ck.join(checkpoint::TRAINER_STATE_FILE), "{}").unwrap();
+        let resumed = Observer::new(&progress, 10, "t", &ck).unwrap();
+        assert_eq!(resumed.log.rows(), obs.log.rows());
+
+        // A checkpoint that lost its log is an error naming it, not a log that starts over.
+        std::fs::remove_file(ck.join(LOG_FILE)).unwrap();
+        let e = Observer::new(&progress, 10, "t", &ck).err().unwrap().to_string();
+        assert!(e.contains(LOG_FILE) && e.contains("checkpoint"), "{e}");
+
+        // A log that cannot be written fails the checkpoint, and the loop's error says why.
+        let not_a_dir = dir.path().join("a-file");
+        std::fs::write(&not_a_dir, "").unwrap();
+        assert!(obs.on_event(&TrainEvent::CheckpointFiles { step: 4, dir: &not_a_dir }).is_break());
+        let e = format!("{:#}", obs.explain(anyhow::anyhow!("checkpoint failed")));
+        assert!(e.contains("checkpoint failed") && e.contains("writing the training log"), "{e}");
     }
 }

@@ -87,11 +87,21 @@ impl TypedStage for Import {
                 format.eos_token
             );
         }
-        if tok.vocab_size() > lm.config().vocab_size {
+        let model_vocab = lm.config().vocab_size;
+        if let Some(eos) = tok.token_id(&format.eos_token).filter(|&id| id as usize >= model_vocab) {
+            bail!(
+                "{}: the end-of-response token `{}` has id {eos}, outside the model's vocabulary of {model_vocab} \
+                 (config.json vocab_size): the tokenizer.json does not belong to these weights",
+                dir.display(),
+                format.eos_token
+            );
+        }
+        if tok.vocab_size() > model_vocab {
             ctx.warn(format!(
-                "the tokenizer has {} tokens but the model's vocabulary is {}",
-                tok.vocab_size(),
-                lm.config().vocab_size
+                "{}: tokenizer.json has {} tokens but config.json's vocab_size is {model_vocab}: text that \
+                 encodes to the extra ids will fail in the embedding",
+                dir.display(),
+                tok.vocab_size()
             ));
         }
         ctx.metric("parameters", lm.config().num_parameters() as f64);

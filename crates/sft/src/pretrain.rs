@@ -135,9 +135,10 @@ impl TypedStage for Pretrain {
         let pcfg =
             PretrainConfig { train: p.train_config(ctx.derive_seed("data")), seq_len: p.seq_len, steps: p.steps };
         let scratch = ctx.scratch_dir()?.to_path_buf();
-        let mut obs = Observer::new(ctx.progress(), p.steps, ctx.step.as_str(), &scratch)?;
         let run_dir = RunDir { dir: &scratch, tokenizer: Some(&tok), format: Some(&format) };
-        let report = train::pretrain(&lm, &train_stream, &pcfg, Some(run_dir), &mut |e| obs.on_event(e))?;
+        let mut obs = Observer::new(ctx.progress(), p.steps, ctx.step.as_str(), &run_dir.checkpoint())?;
+        let report = train::pretrain(&lm, &train_stream, &pcfg, Some(run_dir), &mut |e| obs.on_event(e));
+        let report = report.map_err(|e| obs.explain(e))?;
         let log = obs.finish();
         if let Some(step) = report.resumed_from_step {
             ctx.warn(format!("resumed from the checkpoint of an interrupted run at step {step}"));

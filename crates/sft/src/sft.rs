@@ -150,9 +150,11 @@ impl TypedStage for Sft {
         let cfg = p.config(ctx.derive_seed("data"));
         let steps_per_epoch = train_pairs.len().div_ceil(p.batch_size).div_ceil(p.grad_accum) as u64;
         let scratch = ctx.scratch_dir()?.to_path_buf();
-        let mut obs = Observer::new(ctx.progress(), steps_per_epoch * p.epochs, ctx.step.as_str(), &scratch)?;
         let run_dir = RunDir { dir: &scratch, tokenizer: Some(&tok), format: Some(&format) };
-        let report = train::sft(&lm, &train_pairs, &val_pairs, &cfg, Some(run_dir), &mut |e| obs.on_event(e))?;
+        let mut obs =
+            Observer::new(ctx.progress(), steps_per_epoch * p.epochs, ctx.step.as_str(), &run_dir.checkpoint())?;
+        let report = train::sft(&lm, &train_pairs, &val_pairs, &cfg, Some(run_dir), &mut |e| obs.on_event(e));
+        let report = report.map_err(|e| obs.explain(e))?;
         let log = obs.finish();
         if let Some(step) = report.resumed_from_step {
             ctx.warn(format!("resumed from the checkpoint of an interrupted run at step {step}"));

@@ -311,10 +311,12 @@ pub fn gc(store: &Store, plans: &[Plan], dry_run: bool) -> Result<()> {
         freed += bytes;
         removed += 1;
     }
-    for dir in store.leftovers()? {
-        println!("{} leftover {}", if dry_run { "would remove" } else { "removing" }, dir.display());
-        if !dry_run {
-            std::fs::remove_dir_all(&dir)?;
+    for (_lock, dirs) in store.leftovers()? {
+        for dir in dirs {
+            println!("{} leftover {}", if dry_run { "would remove" } else { "removing" }, dir.display());
+            if !dry_run {
+                std::fs::remove_dir_all(&dir)?;
+            }
         }
     }
     println!(

@@ -107,9 +107,18 @@ pub(crate) fn ingest_rows(ctx: &mut StageContext, s: &RowSettings, want: Want) -
             "max_prompt_tokens / max_response_tokens need a tokenizer: give the step input tokenizer = \"<tokenizer step>\", or limit characters with max_prompt_chars / max_response_chars"
         );
     }
-    let count = |text: &str| tokenizer.as_ref().map_or(0, |t| t.encode(text, false).map_or(usize::MAX, |e| e.len()));
-    let tokens: Option<&dyn Fn(&str) -> usize> = if tokenizer.is_some() { Some(&count) } else { None };
+    let count = |text: &str| -> Result<usize, String> {
+        match &tokenizer {
+            Some(t) => {
+                t.encode(text, false).map(|e| e.len()).map_err(|e| format!("the tokenizer cannot encode it: {e}"))
+            }
+            None => Ok(0),
+        }
+    };
+    let tokens: Option<hygiene::TokenCount<'_>> = if tokenizer.is_some() { Some(&count) } else { None };
     let (groups, report) = hygiene::apply(examples, h, tokens, &mut q);
+    // Rows whose tokens could not be counted are bad rows too.
+    check_bad(ctx, &q, s.max_bad_fraction)?;
     if groups.is_empty() {
         ctx.warn("no prompts are left after hygiene; see the quarantine table");
     }

@@ -60,9 +60,11 @@ pub fn part_dir(dir: &Path, name: &str) -> PathBuf {
     if name.is_empty() { dir.to_path_buf() } else { dir.join(name) }
 }
 
-/// Whether `dir` holds a complete checkpoint.
-pub fn exists(dir: &Path) -> bool {
-    dir.join(TRAINER_STATE_FILE).is_file()
+/// Whether `dir` holds a complete checkpoint, after moving back one that a save interrupted between
+/// its renames had left aside (see [`fsutil::recover_dir`]).
+pub fn exists(dir: &Path) -> Result<bool> {
+    fsutil::recover_dir(dir)?;
+    Ok(dir.join(TRAINER_STATE_FILE).is_file())
 }
 
 /// Writes model files (config, weights split into `model.safetensors` and `score.safetensors`) into
@@ -78,6 +80,18 @@ pub fn write_model_files(dir: &Path, config: &LlamaConfig, params: &Params) -> R
 
 /// Saves a checkpoint to `dir`, replacing any previous one atomically.
 pub fn save(dir: &Path, parts: &[ModelPart<'_>], state: &TrainerState) -> Result<()> {
+    save_with(dir, parts, state, |_| Ok(()))
+}
+
+/// As [`save`], with `extra` writing the caller's own files (a training log, rollouts) into the new
+/// checkpoint before `trainer_state.json` marks it complete: they are replaced together with the
+/// weights, so a resumed run never pairs a checkpoint with another step's files.
+pub fn save_with(
+    dir: &Path,
+    parts: &[ModelPart<'_>],
+    state: &TrainerState,
+    extra: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
     fsutil::replace_dir_atomic(dir, |tmp| {
         for part in parts {
             let pd = part_dir(tmp, part.name);
@@ -87,6 +101,7 @@ pub fn save(dir: &Path, parts: &[ModelPart<'_>], state: &TrainerState) -> Result
                 opt.save(&pd)?;
             }
         }
+        extra(tmp)?;
         fsutil::write_json(&tmp.join(TRAINER_STATE_FILE), state)
     })
 }

@@ -164,8 +164,8 @@ pub struct StepMetrics {
     pub step_s: f64,
 }
 
-/// Events a loop sends to its observer. Returning `ControlFlow::Break` from the observer stops the
-/// run after saving a checkpoint (if it has a directory).
+/// Events a loop sends to its observer. Returning `ControlFlow::Break` from a `Step` stops the run
+/// after saving a checkpoint (if it has a directory); from `CheckpointFiles` it fails that checkpoint.
 #[derive(Debug)]
 pub enum TrainEvent<'a> {
     Step(&'a StepMetrics),
@@ -175,6 +175,13 @@ pub enum TrainEvent<'a> {
         step: u64,
         loss: f64,
     },
+    /// A checkpoint at `step` is being written into the temporary `dir`: write there whatever must be
+    /// resumed with it (the observer's log). `Break` fails the checkpoint.
+    CheckpointFiles {
+        step: u64,
+        dir: &'a Path,
+    },
+    /// The checkpoint at `step` is complete at `path`.
     Checkpoint {
         step: u64,
         path: &'a Path,
@@ -289,7 +296,7 @@ impl<'a> Run<'a> {
     fn resume(&mut self) -> Result<Option<TrainerState>> {
         let Some(out) = self.out else { return Ok(None) };
         let dir = out.checkpoint();
-        if !checkpoint::exists(&dir) {
+        if !checkpoint::exists(&dir)? {
             return Ok(None);
         }
         let state = checkpoint::read_state(&dir)?;
@@ -335,7 +342,15 @@ impl<'a> Run<'a> {
             params: self.lm.params(),
             optimizer: Some(&self.rule.optimizer),
         };
-        checkpoint::save(&dir, &[part], &state)?;
+        checkpoint::save_with(&dir, &[part], &state, |tmp| {
+            match observer(&TrainEvent::CheckpointFiles { step: state.step, dir: tmp }) {
+                ControlFlow::Continue(()) => Ok(()),
+                ControlFlow::Break(()) => Err(ModelError::checkpoint(
+                    &dir,
+                    "the training observer could not write its files into the checkpoint (its log says why)",
+                )),
+            }
+        })?;
         let _ = observer(&TrainEvent::Checkpoint { step: state.step, path: &dir });
         Ok(())
     }
