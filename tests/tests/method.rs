@@ -1,7 +1,7 @@
 //! The whole method on the smoke pipeline (`pipelines/smoke.toml`), as a
 //! user runs it: every stage from the world to the report, bit-for-bit
-//! reproducible across stores, cached on a second run, and PPO resuming
-//! exactly after the process is killed in the middle of training.
+//! reproducible across stores and thread counts, cached on a second run, and
+//! PPO resuming exactly after the process is killed in the middle of training.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -82,10 +82,13 @@ fn smoke_method_is_reproducible_cached_and_resumes_ppo_exactly() {
         assert_eq!(steps.get(s).map(|v| v.0.as_str()), Some("ran"), "{s}: {steps:?}");
     }
 
-    // Every stage again, in another store, killed in the middle of PPO and rerun: the same bits.
-    // The first rerun resumes the first PPO step and is killed in the second, so both kinds resume:
-    // GAE with its value model, and leave-one-out (PPO-ptx here) without one.
-    let abort = [("INSTRUCTGPT_PPO_ABORT_AFTER", "4")];
+    // Every stage again, in another store, on another number of threads (3: the products and
+    // reductions split differently, as on a machine with other cores), killed in the middle of PPO
+    // and rerun: the same bits. The first rerun resumes the first PPO step and is killed in the
+    // second, so both kinds resume: GAE with its value model, and leave-one-out (PPO-ptx here)
+    // without one.
+    let threads = ("RAYON_NUM_THREADS", "3");
+    let abort = [("INSTRUCTGPT_PPO_ABORT_AFTER", "4"), threads];
     let aborted = "INSTRUCTGPT_PPO_ABORT_AFTER=4: aborting";
     let killed = pipeline(b.path(), &["run"], &abort);
     let log = text(&killed.stderr);
@@ -94,13 +97,13 @@ fn smoke_method_is_reproducible_cached_and_resumes_ppo_exactly() {
     let log = text(&killed.stderr);
     assert!(!killed.status.success() && log.contains(aborted), "the abort stops the second PPO step:\n{log}");
     assert!(log.contains("ppo: resumed from the checkpoint"), "the first rerun resumes the GAE step:\n{log}");
-    let resumed = ok(pipeline(b.path(), &["run"], &[]), "the rerun after the kill");
+    let resumed = ok(pipeline(b.path(), &["run"], &[threads]), "the rerun after the kill");
     let log = text(&resumed.stderr);
     assert!(log.contains("ppo_ptx: resumed from the checkpoint"), "the rerun resumes the RLOO step:\n{log}");
     let (ma, mb) = (manifests(a.path()), manifests(b.path()));
     assert_eq!(ma.keys().collect::<Vec<_>>(), mb.keys().collect::<Vec<_>>(), "the same artifact keys");
     for (k, (hash, _)) in &ma {
-        assert_eq!(&mb[k].0, hash, "{k}: content differs between an uninterrupted and a resumed run");
+        assert_eq!(&mb[k].0, hash, "{k}: content differs between an uninterrupted run and a resumed one on 3 threads");
     }
 
     // A second run computes nothing.
