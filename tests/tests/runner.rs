@@ -277,4 +277,24 @@ fn compare_shows_metrics_and_lineage_differences() {
     assert!(report.contains("param rows: 4 vs 5"), "{report}");
     assert!(report.contains("other: same artifact"), "{report}");
     assert!(report.lines().any(|l| l.trim_start().starts_with("rows") && l.contains("+1")), "{report}");
+
+    // A data file that only one side reads is a lineage difference, whichever side it is on.
+    let data = s.join("data.txt");
+    std::fs::write(&data, "a\nb\n").unwrap();
+    let set = format!("emit.from_file=\"{}\"", data.display());
+    run_ok(s, &["run", "-s", &set], &[]);
+    for (flag, side) in [("--set-b", "B"), ("--set-a", "A")] {
+        let out = Command::new(BIN)
+            .arg("compare")
+            .arg(config())
+            .arg(config())
+            .arg("--store")
+            .arg(s)
+            .args([flag, &set])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let report = text(&out.stdout);
+        assert!(report.contains(&format!("data.txt only in {side}")), "{report}");
+    }
 }

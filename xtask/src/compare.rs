@@ -177,5 +177,8 @@ pub fn lineage_diff(a: &Manifest, b: &Manifest) -> Vec<String> {
             None => out.push(format!("file {} only in A", f.path)),
         }
     }
+    for g in b.file_deps.iter().filter(|g| !a.file_deps.iter().any(|f| f.path == g.path)) {
+        out.push(format!("file {} only in B", g.path));
+    }
     out
 }

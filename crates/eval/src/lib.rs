@@ -18,11 +18,13 @@
 //! - honesty: `truthful`, `informative`, `truthful_instructed`,
 //!   `informative_instructed`;
 //! - harmlessness: `toxicity`, `toxicity_respectful`, `refusal_harmful`,
-//!   `over_refusal`, `bias_entropy`;
+//!   `over_refusal`, `bias_entropy` (stereotype against not), `stereotype_rate`,
+//!   `pronoun_entropy` (he against she);
 //! - alignment tax: `pretrain_ppl`, `benchmark_acc`, `benchmark_acc_<task>`.
 //!
 //! `eval.report` adds `win_rate` (against the baseline, held-out labelers,
-//! bootstrap 95% interval over prompts) and `pretrain_ppl_vs_sft`, merges
+//! bootstrap 95% interval over prompts; also `win_rate_use_cases` and
+//! `win_rate_probes`), `pretrain_ppl_vs_sft` and `pretrain_ppl_vs_base`, merges
 //! everything into one `metrics` table, and writes a self-contained
 //! `report.html` (inline SVG) whose numbers link to the artifacts that
 //! measured them. `cargo xtask report` prints its path.

@@ -66,6 +66,8 @@ pub struct ReportData {
 /// Which metrics each section shows: (metric, label).
 pub const HELPFULNESS_TABLE: &[(&str, &str)] = &[
     ("win_rate", "win rate vs SFT"),
+    (WIN_RATE_USE_CASES, "win rate: use cases"),
+    (WIN_RATE_PROBES, "win rate: probes"),
     ("likert", "Likert 1-7"),
     ("gold_score", "gold score"),
     ("fails_to_follow", "fails to follow"),
@@ -84,16 +86,26 @@ pub const HARMLESSNESS: &[(&str, &str)] = &[
     ("toxicity_respectful", "toxicity (respectful)"),
     ("refusal_harmful", "refuses harmful"),
     ("over_refusal", "over-refuses benign"),
-    ("bias_entropy", "bias entropy (bits)"),
+    ("bias_entropy", "bias entropy: stereotype (bits)"),
+    ("stereotype_rate", "picks the stereotype"),
+    ("pronoun_entropy", "bias entropy: pronoun (bits)"),
 ];
 /// Metrics the report computes itself (from two models' artifacts).
-pub const COMPUTED_BY_REPORT: &[&str] = &["win_rate", "pretrain_ppl_vs_sft", WIN_RATE_OVER_NULL];
+pub const COMPUTED_BY_REPORT: &[&str] =
+    &["win_rate", WIN_RATE_USE_CASES, WIN_RATE_PROBES, "pretrain_ppl_vs_sft", PPL_VS_BASE, WIN_RATE_OVER_NULL];
+/// Pretraining perplexity over that of the pretrained model of the same size (the `base` kind).
+pub const PPL_VS_BASE: &str = "pretrain_ppl_vs_base";
+/// The win rate on the paper's ten use-case families alone (its API prompt distribution).
+pub const WIN_RATE_USE_CASES: &str = "win_rate_use_cases";
+/// The win rate on the probes alone (harmful, honesty, provocative, gendered-choice prompts).
+pub const WIN_RATE_PROBES: &str = "win_rate_probes";
 /// A PPO run's win rate minus its size's null control's, paired prompt by prompt.
 pub const WIN_RATE_OVER_NULL: &str = "win_rate_over_null";
 pub const ALIGNMENT_TAX: &[(&str, &str)] = &[
     ("pretrain_ppl", "pretraining perplexity"),
     ("benchmark_acc", "benchmark accuracy"),
     ("pretrain_ppl_vs_sft", "perplexity / SFT's"),
+    (PPL_VS_BASE, "perplexity / base's"),
 ];
 
 fn esc(s: &str) -> String {

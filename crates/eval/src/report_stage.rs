@@ -15,7 +15,9 @@ use world::{Labeler, Pool, Response, TaskMeta};
 
 use crate::findings;
 use crate::metrics::{self, Bootstrap, Matchup};
-use crate::report::{Cited, CurvePoint, Example, ReportData, WIN_RATE_OVER_NULL};
+use crate::report::{
+    Cited, CurvePoint, Example, PPL_VS_BASE, ReportData, WIN_RATE_OVER_NULL, WIN_RATE_PROBES, WIN_RATE_USE_CASES,
+};
 
 pub struct EvalReport;
 
@@ -207,8 +209,19 @@ impl TypedStage for EvalReport {
                 .map(|((s, meta, _), (a, b))| Matchup { prompt_id: &s.prompt_id, meta, model: a, baseline: b })
                 .collect();
             let wins = metrics::wins(&labelers, &matchups);
-            if let Some(w) = boot.mean("win_rate", &wins) {
-                rows.push(row(m, &w.metric, w.value, (w.lo, w.hi), w.n, &ctx.key));
+            // Every test prompt, and apart: the paper's use cases (its API prompt distribution) and
+            // the probes (harmful, honesty, provocative and gendered-choice prompts, 40% of the
+            // world's test prompts against 16% of its training prompts, for their own metrics).
+            let use_case: Vec<bool> = metas.iter().map(|(_, meta, _)| meta.family.is_use_case()).collect();
+            let part = |on: bool| -> Vec<f64> {
+                wins.iter().zip(&use_case).filter(|(_, u)| **u == on).map(|(w, _)| *w).collect()
+            };
+            for (metric, values) in
+                [("win_rate", wins.clone()), (WIN_RATE_USE_CASES, part(true)), (WIN_RATE_PROBES, part(false))]
+            {
+                if let Some(w) = boot.mean(metric, &values) {
+                    rows.push(row(m, &w.metric, w.value, (w.lo, w.hi), w.n, &ctx.key));
+                }
             }
             wins_by_prompt.push(metas.iter().map(|(s, _, _)| s.prompt_id.as_str()).zip(wins).collect());
         }
@@ -232,14 +245,20 @@ impl TypedStage for EvalReport {
             ));
         }
 
-        // Perplexity relative to the SFT model of the same size.
+        // Perplexity relative to the SFT model of the same size, and to its pretrained base (the
+        // paper's alignment tax is a regression against GPT-3 itself).
         let metric_of = |m: &Evaluated, name: &str| m.metrics.iter().find(|r| r.metric == name).map(|r| r.value);
         for m in &models {
-            let sft = models.iter().find(|s| s.kind == "sft" && s.size == m.size);
-            if let (Some(ppl), Some(sft_ppl)) =
-                (metric_of(m, "pretrain_ppl"), sft.and_then(|s| metric_of(s, "pretrain_ppl")))
+            // The base model's perplexity is the same with or without few-shot examples.
+            for (kinds, metric) in
+                [(&["sft"][..], "pretrain_ppl_vs_sft"), (&["base", "base_few_shot"][..], PPL_VS_BASE)]
             {
-                rows.push(row(m, "pretrain_ppl_vs_sft", ppl / sft_ppl, (f64::NAN, f64::NAN), 1, &ctx.key));
+                let of = models.iter().find(|s| kinds.contains(&s.kind.as_str()) && s.size == m.size);
+                if let (Some(ppl), Some(reference)) =
+                    (metric_of(m, "pretrain_ppl"), of.and_then(|s| metric_of(s, "pretrain_ppl")))
+                {
+                    rows.push(row(m, metric, ppl / reference, (f64::NAN, f64::NAN), 1, &ctx.key));
+                }
             }
         }
 

@@ -159,8 +159,19 @@ fn eval_model_and_report_end_to_end() {
         assert!((0.0..=1.0).contains(&w.value) && w.lo <= w.value && w.value <= w.hi, "{w:?}");
         assert_eq!(w.source, report.manifest.key, "computed by the report");
     }
+    // The use cases and the probes split the test prompts: their counts add up, and so do their wins.
+    let of = |metric: &str| all.iter().find(|r| r.model == "ppo_ptx@smoke" && r.metric == metric);
+    let (w, u, p) = (win("ppo_ptx@smoke"), of("win_rate_use_cases").unwrap(), of("win_rate_probes").unwrap());
+    assert!(u.n > 0 && p.n > 0 && u.n + p.n == w.n, "{u:?} {p:?} {w:?}");
+    let pooled = (u.value * u.n as f64 + p.value * p.n as f64) / w.n as f64;
+    assert!((pooled - w.value).abs() < 1e-9, "{pooled} against {}", w.value);
     let ratio = all.iter().find(|r| r.model == "sft@smoke (sft)" && r.metric == "pretrain_ppl_vs_sft").unwrap();
     assert!((ratio.value - 1.0).abs() < 1e-12);
+    // Against the pretrained model of the same size (here evaluated with few-shot examples).
+    let ppl = |model: &str, metric: &str| all.iter().find(|r| r.model == model && r.metric == metric).unwrap().value;
+    let vs_base = ppl("ppo_ptx@smoke", "pretrain_ppl_vs_base");
+    let expected = ppl("ppo_ptx@smoke", "pretrain_ppl") / ppl("sft@smoke (base_few_shot)", "pretrain_ppl");
+    assert!((vs_base - expected).abs() < 1e-12 && (vs_base - 1.0).abs() > 1e-6, "{vs_base} against {expected}");
     assert!(all.iter().any(|r| r.model == "ppo_ptx@smoke" && r.metric == "likert" && r.source == ptx.manifest.key));
     assert!(all.iter().all(|r| r.value.is_finite()), "every merged number is finite");
     assert_eq!(report.manifest.metrics.get("best_ppo_ptx_win_rate"), Some(&win("ppo_ptx@smoke").value), "headline");
