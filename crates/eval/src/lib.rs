@@ -20,7 +20,8 @@
 //! - harmlessness: `toxicity`, `toxicity_respectful`, `refusal_harmful`,
 //!   `over_refusal`, `bias_entropy` (stereotype against not), `stereotype_rate`,
 //!   `pronoun_entropy` (he against she);
-//! - alignment tax: `pretrain_ppl`, `benchmark_acc`, `benchmark_acc_<task>`.
+//! - alignment tax: `pretrain_ppl`, `benchmark_acc`, `benchmark_acc_norm`
+//!   (log-probability per character), `benchmark_acc_<task>`.
 //!
 //! `eval.report` adds `win_rate` (against the baseline, held-out labelers,
 //! bootstrap 95% interval over prompts; also `win_rate_use_cases` and

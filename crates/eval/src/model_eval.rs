@@ -540,7 +540,9 @@ fn perplexity(
 
 /// `benchmark_acc` (and `benchmark_acc_<task>`): the share of items where the
 /// gold choice has the highest summed log-probability as a continuation of
-/// the context.
+/// the context; `benchmark_acc_norm` the same with each choice's log-probability
+/// divided by its length in characters (lm-evaluation-harness's `acc_norm`),
+/// which does not favour short choices.
 fn benchmarks(
     ctx: &mut StageContext,
     p: &EvalModelParams,
@@ -559,8 +561,8 @@ fn benchmarks(
         })
         .collect();
     let max_len = lm.config().max_position_embeddings;
-    // (item, choice) -> (context ids, choice ids)
-    let mut pairs: Vec<(usize, Vec<u32>, Vec<u32>)> = Vec::new();
+    // (item, choice) -> (context ids, choice ids, choice characters)
+    let mut pairs: Vec<(usize, Vec<u32>, Vec<u32>, usize)> = Vec::new();
     for (k, item) in items.iter().enumerate() {
         let context = tok.encode(&item.context)?;
         if context.is_empty() {
@@ -571,27 +573,30 @@ fn benchmarks(
             c.truncate(max_len / 2);
             // Keep the end of a long context: it is what the choice continues.
             let keep = context.len().min(max_len - c.len());
-            pairs.push((k, context[context.len() - keep..].to_vec(), c));
+            pairs.push((k, context[context.len() - keep..].to_vec(), c, choice.chars().count().max(1)));
         }
     }
-    let mut scores: Vec<Vec<f64>> = items.iter().map(|i| Vec::with_capacity(i.choices.len())).collect();
+    // Each choice's summed log-probability and its length in characters.
+    let mut scores: Vec<Vec<(f64, usize)>> = items.iter().map(|i| Vec::with_capacity(i.choices.len())).collect();
     let bar = ctx.progress().bar(pairs.len() as u64, format!("{} benchmarks", ctx.step));
     for chunk in pairs.chunks(p.batch_size) {
-        let rows: Vec<(&[u32], &[u32])> = chunk.iter().map(|(_, c, r)| (&c[..], &r[..])).collect();
+        let rows: Vec<(&[u32], &[u32])> = chunk.iter().map(|(_, c, r, _)| (&c[..], &r[..])).collect();
         let batch = Batch::aligned(&rows, lm.device())?;
         let s = lm.response_scores(&batch, false, None)?;
         let lp = s.logprobs.to_vec2::<f32>()?; // [B, R]
         let mask = s.mask.to_vec2::<f32>()?; // [B, R]
-        for (((k, _, _), lp), m) in chunk.iter().zip(lp).zip(mask) {
-            scores[*k].push(lp.iter().zip(&m).map(|(l, m)| f64::from(l * m)).sum());
+        for (((k, _, _, chars), lp), m) in chunk.iter().zip(lp).zip(mask) {
+            scores[*k].push((lp.iter().zip(&m).map(|(l, m)| f64::from(l * m)).sum(), *chars));
         }
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
     let mut by_task: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    let mut normed = Vec::with_capacity(items.len());
     for (item, s) in items.iter().zip(&scores) {
-        let best = s.iter().enumerate().fold(0, |b, (i, v)| if *v > s[b] { i } else { b });
-        by_task.entry(&item.task).or_default().push(f64::from(u8::from(best as i32 == item.gold)));
+        let right = |score: &dyn Fn(&(f64, usize)) -> f64| f64::from(u8::from(first_max(s, score) as i32 == item.gold));
+        by_task.entry(&item.task).or_default().push(right(&|&(lp, _)| lp));
+        normed.push(right(&|&(lp, chars)| lp / chars as f64));
     }
     let all: Vec<f64> = by_task.values().flatten().copied().collect();
     if all.is_empty() {
@@ -599,10 +604,16 @@ fn benchmarks(
         return Ok(vec![]);
     }
     let mut out: Vec<Measure> = boot.mean("benchmark_acc", &all).into_iter().collect();
+    out.extend(boot.mean("benchmark_acc_norm", &normed));
     for (task, v) in by_task {
         out.push(Measure::point(&format!("benchmark_acc_{task}"), crate::stats::mean(&v), v.len()));
     }
     Ok(out)
+}
+
+/// The index of the first highest `score` (0 for an empty list).
+fn first_max<T>(xs: &[T], score: impl Fn(&T) -> f64) -> usize {
+    (0..xs.len()).fold(0, |best, i| if score(&xs[i]) > score(&xs[best]) { i } else { best })
 }
 
 #[cfg(test)]
@@ -611,6 +622,16 @@ mod tests {
     use world::{World, WorldSize};
 
     use super::*;
+
+    #[test]
+    fn per_character_scores_stop_favouring_short_choices() {
+        // A long right answer (12 characters, -6 nats) against a short wrong one (2, -4).
+        let s = [(-6.0, 12usize), (-4.0, 2)];
+        assert_eq!(first_max(&s, |&(lp, _)| lp), 1, "summed log-probability picks the short one");
+        assert_eq!(first_max(&s, |&(lp, c)| lp / c as f64), 0, "per character picks the long one");
+        assert_eq!(first_max(&[1.0, 1.0], |&x| x), 0, "ties go to the first");
+        assert_eq!(first_max::<f64>(&[], |&x| x), 0);
+    }
 
     fn sample(prompt_id: &str, k: i32) -> SampleRow {
         SampleRow {

@@ -104,6 +104,7 @@ pub const WIN_RATE_OVER_NULL: &str = "win_rate_over_null";
 pub const ALIGNMENT_TAX: &[(&str, &str)] = &[
     ("pretrain_ppl", "pretraining perplexity"),
     ("benchmark_acc", "benchmark accuracy"),
+    ("benchmark_acc_norm", "benchmark accuracy (per character)"),
     ("pretrain_ppl_vs_sft", "perplexity / SFT's"),
     (PPL_VS_BASE, "perplexity / base's"),
 ];
