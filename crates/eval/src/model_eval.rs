@@ -570,10 +570,13 @@ fn benchmarks(
         }
         for choice in &item.choices {
             let mut c = tok.encode(choice)?;
+            let whole = c.len().max(1);
             c.truncate(max_len / 2);
+            // The characters of the part scored (in proportion to its tokens when cut).
+            let chars = (choice.chars().count() * c.len() / whole).max(1);
             // Keep the end of a long context: it is what the choice continues.
             let keep = context.len().min(max_len - c.len());
-            pairs.push((k, context[context.len() - keep..].to_vec(), c, choice.chars().count().max(1)));
+            pairs.push((k, context[context.len() - keep..].to_vec(), c, chars));
         }
     }
     // Each choice's summed log-probability and its length in characters.

@@ -1,7 +1,8 @@
 //! Where rejected rows go, and the rule that fails a step with too many.
 //!
-//! Two kinds of rows land in quarantine: *bad* rows (unreadable, a field
-//! missing or of the wrong type, an invalid ranking), which count against
+//! Two kinds of rows land in quarantine: *bad* rows (unreadable, not UTF-8, a
+//! field missing or of the wrong type, an invalid ranking, text the tokenizer
+//! cannot encode), which count against
 //! `max_bad_fraction`, and rows *removed* by hygiene (duplicates, over the
 //! per-user cap, too long), which are the method working as intended and
 //! count only in the metrics. Nothing read is ever silently lost.

@@ -251,13 +251,8 @@ fn read_parquet(file: &str) -> Result<(Vec<Record>, Bad)> {
             for (field, column) in schema.fields().iter().zip(batch.columns()) {
                 let value = cell(column, row).unwrap_or_else(|e| {
                     error.get_or_insert_with(|| RowError::new(field.name(), e));
-                    // The row as it was, for the quarantine table (never used as data).
-                    let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-                    match column.data_type() {
-                        DataType::Binary => lossy(column.as_binary::<i32>().value(row)).into(),
-                        DataType::LargeBinary => lossy(column.as_binary::<i64>().value(row)).into(),
-                        _ => format!("{:?}", column.slice(row, 1)).into(),
-                    }
+                    // The cell as Arrow shows it (bytes for binary), for the quarantine table.
+                    format!("{:?}", column.slice(row, 1)).into()
                 });
                 fields.insert(field.name().clone(), value);
             }
@@ -292,6 +287,7 @@ fn cell(a: &ArrayRef, i: usize) -> std::result::Result<Value, String> {
         DataType::Utf8View => a.as_string_view().value(i).into(),
         DataType::Binary => utf8(a.as_binary::<i32>().value(i))?,
         DataType::LargeBinary => utf8(a.as_binary::<i64>().value(i))?,
+        DataType::BinaryView => utf8(a.as_binary_view().value(i))?,
         DataType::Boolean => a.as_boolean().value(i).into(),
         DataType::Int8 => a.as_primitive::<Int8Type>().value(i).into(),
         DataType::Int16 => a.as_primitive::<Int16Type>().value(i).into(),
@@ -315,6 +311,23 @@ fn cell(a: &ArrayRef, i: usize) -> std::result::Result<Value, String> {
             }
             Value::Object(m)
         }
+        // A dictionary cell is its value's cell (not a cast, which would turn binary that is not
+        // UTF-8 into a null without a word).
+        DataType::Dictionary(key, _) => {
+            let k = match key.as_ref() {
+                DataType::Int8 => a.as_dictionary::<Int8Type>().keys().value(i) as usize,
+                DataType::Int16 => a.as_dictionary::<Int16Type>().keys().value(i) as usize,
+                DataType::Int32 => a.as_dictionary::<Int32Type>().keys().value(i) as usize,
+                DataType::Int64 => a.as_dictionary::<Int64Type>().keys().value(i) as usize,
+                DataType::UInt8 => a.as_dictionary::<UInt8Type>().keys().value(i) as usize,
+                DataType::UInt16 => a.as_dictionary::<UInt16Type>().keys().value(i) as usize,
+                DataType::UInt32 => a.as_dictionary::<UInt32Type>().keys().value(i) as usize,
+                DataType::UInt64 => a.as_dictionary::<UInt64Type>().keys().value(i) as usize,
+                other => return Err(format!("dictionary keys of type {other} are not supported")),
+            };
+            cell(a.as_any_dictionary().values(), k)?
+        }
+        // Dates, decimals...: as text.
         _ => match arrow::compute::cast(&a.slice(i, 1), &DataType::Utf8) {
             Ok(s) => cell(&s, 0)?,
             Err(_) => Value::String(format!("{:?}", a.slice(i, 1))),
@@ -408,6 +421,28 @@ mod tests {
         assert_eq!(q.bad_count(), 1);
         let row = &q.rows()[0];
         assert_eq!((row.line, row.field.as_str()), (2, "prompt"));
-        assert!(row.reason.contains("not UTF-8") && row.raw.contains("u2"), "{row:?}");
+        assert!(row.reason.contains("not UTF-8") && row.raw.contains("u2") && row.raw.contains("255"), "{row:?}");
+
+        // The same through a dictionary-encoded column, which Arrow's default cast would null.
+        use arrow::array::{DictionaryArray, Int32Array};
+        let path = dir.path().join("d.parquet");
+        let values = BinaryArray::from(vec![b"fine text".as_ref(), b"bad \xff byte".as_ref()]);
+        let dict =
+            DictionaryArray::<arrow::datatypes::Int32Type>::try_new(Int32Array::from(vec![0, 1, 0]), Arc::new(values))
+                .unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("prompt", dict.data_type().clone(), false)]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(dict)]).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(File::create(&path).unwrap(), schema, None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let mut q = Quarantine::default();
+        let (_, records) = read_file(path.to_str().unwrap(), &mut q).unwrap();
+        assert_eq!(
+            records.iter().map(|r| r.fields["prompt"].clone()).collect::<Vec<_>>(),
+            ["fine text", "fine text"],
+            "{:?}",
+            q.rows()
+        );
+        assert_eq!((q.bad_count(), q.rows()[0].line, q.rows()[0].field.as_str()), (1, 2, "prompt"), "{:?}", q.rows());
     }
 }

@@ -2,10 +2,15 @@
 //! `train_log` table (deterministic values) and the volatile `timing` table
 //! (seconds and rates, which differ between identical runs).
 
-use anyhow::Result;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
 
 use crate::stage::StageContext;
 use crate::tables::{LogRow, TIMING, TRAIN_LOG};
+
+/// The training log's file inside a resumable checkpoint.
+pub const CHECKPOINT_LOG: &str = "train_log.json";
 
 #[derive(Debug, Default, Clone)]
 pub struct TrainLog {
@@ -42,10 +47,9 @@ impl TrainLog {
         self.rows.iter().rev().find(|r| r.metric == metric).map(|r| r.value)
     }
 
-    /// Saves the log beside a resumable checkpoint (atomically), so a run
-    /// resumed from that checkpoint continues the same log.
+    /// Saves the log to `path` (atomically); see [`TrainLog::save_to_checkpoint`].
     /// Values are stored as their IEEE bits: exact, and NaN survives.
-    pub fn save(&self, path: &std::path::Path) -> Result<()> {
+    pub fn save(&self, path: &Path) -> Result<()> {
         let bits = |rows: &[LogRow]| -> Vec<(i64, String, u64)> {
             rows.iter().map(|r| (r.step, r.metric.clone(), r.value.to_bits())).collect()
         };
@@ -53,15 +57,38 @@ impl TrainLog {
         crate::store::write_atomic(path, serde_json::to_string(&doc)?.as_bytes())
     }
 
-    /// The log saved with [`save`](Self::save), or an empty one.
-    pub fn load_or_new(path: &std::path::Path) -> Result<TrainLog> {
-        let Ok(text) = std::fs::read_to_string(path) else { return Ok(TrainLog::new()) };
-        let doc: serde_json::Value = serde_json::from_str(&text)?;
-        let rows = |v: &serde_json::Value| -> Result<Vec<LogRow>> {
-            let raw: Vec<(i64, String, u64)> = serde_json::from_value(v.clone())?;
-            Ok(raw.into_iter().map(|(step, metric, b)| LogRow { step, metric, value: f64::from_bits(b) }).collect())
+    /// The log saved with [`save`](Self::save); errors name the file.
+    pub fn load(path: &Path) -> Result<TrainLog> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let parse = || -> Result<TrainLog> {
+            let doc: serde_json::Value = serde_json::from_str(&text)?;
+            let rows = |v: &serde_json::Value| -> Result<Vec<LogRow>> {
+                let raw: Vec<(i64, String, u64)> = serde_json::from_value(v.clone())?;
+                Ok(raw.into_iter().map(|(step, metric, b)| LogRow { step, metric, value: f64::from_bits(b) }).collect())
+            };
+            Ok(TrainLog { rows: rows(&doc["rows"])?, timing: rows(&doc["timing"])? })
         };
-        Ok(TrainLog { rows: rows(&doc["rows"])?, timing: rows(&doc["timing"])? })
+        parse().with_context(|| format!("{} is not a training log", path.display()))
+    }
+
+    /// Writes the log into a resumable checkpoint being filled in `dir`, before the checkpoint is
+    /// marked complete, so a run resumed from it continues the same log.
+    pub fn save_to_checkpoint(&self, dir: &Path) -> Result<()> {
+        self.save(&dir.join(CHECKPOINT_LOG))
+    }
+
+    /// The log inside the complete checkpoint `dir`. A checkpoint without one is an error, not an
+    /// empty log: resuming would lose every row before it.
+    pub fn from_checkpoint(dir: &Path) -> Result<TrainLog> {
+        let path = dir.join(CHECKPOINT_LOG);
+        if !path.is_file() {
+            bail!(
+                "{} holds a checkpoint without its training log ({CHECKPOINT_LOG}): delete {} to start this step over",
+                dir.display(),
+                dir.display()
+            );
+        }
+        TrainLog::load(&path)
     }
 
     /// Writes `train_log` and (volatile) `timing`.
@@ -85,10 +112,26 @@ mod tests {
         }
         let path = dir.path().join("log.json");
         log.save(&path).unwrap();
-        let back = TrainLog::load_or_new(&path).unwrap();
+        let back = TrainLog::load(&path).unwrap();
         let bits =
             |rows: &[LogRow]| rows.iter().map(|r| (r.step, r.metric.clone(), r.value.to_bits())).collect::<Vec<_>>();
         assert_eq!(bits(back.rows()), bits(log.rows()));
         assert_eq!(bits(&back.timing), bits(&log.timing));
+    }
+
+    #[test]
+    fn a_checkpoint_log_is_there_or_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = TrainLog::new();
+        log.record(3, "loss", 1.5);
+        log.save_to_checkpoint(dir.path()).unwrap();
+        assert_eq!(TrainLog::from_checkpoint(dir.path()).unwrap().rows(), log.rows());
+        let path = dir.path().join(CHECKPOINT_LOG);
+        std::fs::write(&path, "{ truncated").unwrap();
+        let e = format!("{:#}", TrainLog::from_checkpoint(dir.path()).unwrap_err());
+        assert!(e.contains(&path.display().to_string()) && e.contains("not a training log"), "{e}");
+        std::fs::remove_file(&path).unwrap();
+        let e = TrainLog::from_checkpoint(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("without its training log") && e.contains(CHECKPOINT_LOG), "{e}");
     }
 }

@@ -7,6 +7,7 @@
 //! <stage>/<key>/manifest.json   complete artifacts (the manifest is written last)
 //! <stage>/<key>/...             their tables and model files
 //! _tmp/<key>.<pid>/             outputs being written; renamed into place when complete
+//! _tmp/<key>.gc-<time>/         an artifact `gc` is removing (renamed out of the store first)
 //! _scratch/<key>/               resumable checkpoints of an interrupted step
 //! _locks/<key>.lock             one lock per key: two runs never compute one key twice
 //! _refs/<pipeline>/<step>.json  which key each step of each pipeline last produced
@@ -284,7 +285,8 @@ impl Store {
     /// `_tmp/`, so an interrupted removal never leaves a half-deleted directory with its manifest.
     pub fn remove(&self, artifact: &Artifact) -> Result<()> {
         let gone = self.root.join("_tmp").join(format!("{}.gc-{}", artifact.key(), now_nanos()));
-        fs::create_dir_all(self.root.join("_tmp"))?;
+        let tmp = self.root.join("_tmp");
+        fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         fs::rename(&artifact.dir, &gone).with_context(|| format!("removing {}", artifact.dir.display()))?;
         if let Some(parent) = artifact.dir.parent() {
             sync_dir(parent)?;
@@ -340,9 +342,10 @@ impl Store {
         Ok(path)
     }
 
-    /// Leftover directories in `_tmp` and `_scratch` of keys nobody is computing now, grouped by
-    /// key with that key's lock: hold it while removing them, so no run starts on the key meanwhile.
-    pub fn leftovers(&self) -> Result<Vec<(KeyLock, Vec<PathBuf>)>> {
+    /// Calls `f` with the leftover directories in `_tmp` and `_scratch` of each key nobody is
+    /// computing now, holding that key's lock during the call (so no run starts on the key while
+    /// `f` removes them), one key at a time.
+    pub fn for_each_leftover(&self, mut f: impl FnMut(&[PathBuf]) -> Result<()>) -> Result<()> {
         let mut by_key: std::collections::BTreeMap<String, Vec<PathBuf>> = Default::default();
         for sub in ["_tmp", "_scratch"] {
             for dir in sorted_dirs(&self.root.join(sub))? {
@@ -351,13 +354,12 @@ impl Store {
                 by_key.entry(key).or_default().push(dir);
             }
         }
-        let mut out = Vec::new();
         for (key, dirs) in by_key {
-            if let Some(lock) = self.try_lock(&key)? {
-                out.push((lock, dirs));
+            if let Some(_lock) = self.try_lock(&key)? {
+                f(&dirs)?;
             }
         }
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -457,4 +459,34 @@ pub fn now_secs() -> u64 {
 
 fn now_nanos() -> u128 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leftovers_are_handed_over_with_their_keys_lock_and_skipped_while_a_run_holds_it() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        for d in ["_tmp/aaaa.12", "_scratch/aaaa", "_scratch/bbbb"] {
+            fs::create_dir_all(root.path().join(d)).unwrap();
+        }
+        let running = store.try_lock("bbbb").unwrap().expect("free");
+        let mut seen = Vec::new();
+        store
+            .for_each_leftover(|dirs| {
+                assert!(store.try_lock("aaaa").unwrap().is_none(), "the key stays locked while its leftovers go");
+                seen.push(dirs.iter().map(|d| d.strip_prefix(root.path()).unwrap().to_path_buf()).collect::<Vec<_>>());
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(
+            seen,
+            [vec![PathBuf::from("_tmp/aaaa.12"), PathBuf::from("_scratch/aaaa")]],
+            "bbbb is being computed"
+        );
+        assert!(store.try_lock("aaaa").unwrap().is_some(), "and is released after");
+        drop(running);
+    }
 }

@@ -332,11 +332,6 @@ mod tests {
         c.num_key_value_heads = Some(3);
         assert!(c.validate().is_err());
     }
-}
-
-#[cfg(test)]
-mod architecture_tests {
-    use super::*;
 
     fn with(extra: &str) -> Result<()> {
         let base = r#"{"vocab_size": 10, "hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 1,

@@ -54,47 +54,66 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 }
 
 /// Fills a fresh directory with `fill` and then moves it to `dest`, replacing any previous `dest`:
-/// the previous one is moved aside (`.NAME.old`), the new one renamed into place, and the old one
-/// removed. A crash leaves the old directory or the new one: between the two renames neither is at
-/// `dest`, and the next call (or [`recover_dir`]) moves the old one back before doing anything else.
+/// the new one is filled in `.NAME.tmp`, the previous one moved aside to `.NAME.old`, the new one
+/// renamed into place, and the old one renamed to `.NAME.del` and removed. A crash leaves the old
+/// directory or the new one: between the two renames neither is at `dest`, and the next call (or
+/// [`recover_dir`]) moves the old one back before doing anything else.
 pub fn replace_dir_atomic(dest: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let (parent, tmp, old) = aside_names(dest);
-    fs::create_dir_all(&parent).map_err(|e| ModelError::io("create directory", &parent, e))?;
+    let n = aside_names(dest);
+    fs::create_dir_all(&n.parent).map_err(|e| ModelError::io("create directory", &n.parent, e))?;
     recover_dir(dest)?;
-    for stale in [&tmp, &old] {
+    // Whatever is left now is stale: a half-filled `.tmp`, an `.old` the last call did not get to
+    // remove, a half-removed `.del`.
+    if n.old.exists() {
+        fs::rename(&n.old, &n.del)
+            .or_else(|_| fs::remove_dir_all(&n.old))
+            .map_err(|e| ModelError::io("remove stale", &n.old, e))?;
+    }
+    for stale in [&n.tmp, &n.del] {
         if stale.exists() {
             fs::remove_dir_all(stale).map_err(|e| ModelError::io("remove stale", stale, e))?;
         }
     }
-    fs::create_dir_all(&tmp).map_err(|e| ModelError::io("create directory", &tmp, e))?;
-    fill(&tmp)?;
-    sync_dir(&tmp)?;
+    fs::create_dir_all(&n.tmp).map_err(|e| ModelError::io("create directory", &n.tmp, e))?;
+    fill(&n.tmp)?;
+    sync_dir(&n.tmp)?;
     if dest.exists() {
-        fs::rename(dest, &old).map_err(|e| ModelError::io("move aside", dest, e))?;
+        fs::rename(dest, &n.old).map_err(|e| ModelError::io("move aside", dest, e))?;
     }
-    fs::rename(&tmp, dest).map_err(|e| ModelError::io("rename into place", dest, e))?;
-    sync_dir(&parent)?;
-    if old.exists() {
-        fs::remove_dir_all(&old).map_err(|e| ModelError::io("remove", &old, e))?;
+    fs::rename(&n.tmp, dest).map_err(|e| ModelError::io("rename into place", dest, e))?;
+    sync_dir(&n.parent)?;
+    if n.old.exists() {
+        // Out of `.old` in one rename, so a crash while removing it cannot leave a partial copy
+        // that `recover_dir` would take for the previous directory.
+        fs::rename(&n.old, &n.del).map_err(|e| ModelError::io("move aside", &n.old, e))?;
+        fs::remove_dir_all(&n.del).map_err(|e| ModelError::io("remove", &n.del, e))?;
     }
     Ok(())
 }
 
-/// The parent of `dest` and the temporary and moved-aside names [`replace_dir_atomic`] uses.
-fn aside_names(dest: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let parent = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
-    let (tmp, old) = (parent.join(format!(".{name}.tmp")), parent.join(format!(".{name}.old")));
-    (parent, tmp, old)
+/// The names [`replace_dir_atomic`] uses beside `dest`.
+struct Aside {
+    parent: PathBuf,
+    tmp: PathBuf,
+    old: PathBuf,
+    del: PathBuf,
 }
 
-/// Undoes a [`replace_dir_atomic`] interrupted between its two renames: when `dest` is missing and
-/// its moved-aside copy is there, moves that copy back. Call it before reading `dest`.
+fn aside_names(dest: &Path) -> Aside {
+    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let parent = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    let at = |suffix: &str| parent.join(format!(".{name}.{suffix}"));
+    Aside { tmp: at("tmp"), old: at("old"), del: at("del"), parent }
+}
+
+/// Undoes a [`replace_dir_atomic`] interrupted between its two renames (`dest` missing, the
+/// previous directory in `.NAME.old` and the filled new one in `.NAME.tmp`) by moving the previous
+/// one back. Only then: a `dest` deleted by hand stays deleted. Call it before reading `dest`.
 pub fn recover_dir(dest: &Path) -> Result<()> {
-    let (parent, _, old) = aside_names(dest);
-    if !dest.exists() && old.is_dir() {
-        fs::rename(&old, dest).map_err(|e| ModelError::io("move back", &old, e))?;
-        sync_dir(&parent)?;
+    let n = aside_names(dest);
+    if !dest.exists() && n.old.is_dir() && n.tmp.is_dir() {
+        fs::rename(&n.old, dest).map_err(|e| ModelError::io("move back", &n.old, e))?;
+        sync_dir(&n.parent)?;
     }
     Ok(())
 }

@@ -311,13 +311,27 @@ fn a_checkpoint_keeps_its_callers_files_and_survives_an_interrupted_replace() {
     assert!(checkpoint::exists(&ck).unwrap());
     assert_eq!(read(), (2, "two".to_string()));
 
-    // The crash window: the previous checkpoint moved aside, the new one not renamed in yet.
-    std::fs::rename(&ck, dir.path().join(".ck.old")).unwrap();
+    // The crash window: the previous checkpoint moved aside, the new one filled but not renamed in.
+    let (old, tmp) = (dir.path().join(".ck.old"), dir.path().join(".ck.tmp"));
+    std::fs::rename(&ck, &old).unwrap();
+    std::fs::create_dir_all(&tmp).unwrap();
     assert!(checkpoint::exists(&ck).unwrap(), "the moved-aside checkpoint is moved back");
     assert_eq!(read(), (2, "two".to_string()));
-    assert!(!dir.path().join(".ck.old").exists());
-    // And a save after such a crash keeps going from there.
-    std::fs::rename(&ck, dir.path().join(".ck.old")).unwrap();
+    assert!(!old.exists());
+    // And a save after such a crash keeps going from there, leaving nothing beside it.
+    std::fs::rename(&ck, &old).unwrap();
     save(3, "three").unwrap();
     assert_eq!(read(), (3, "three".to_string()));
+    let mut beside: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    beside.sort();
+    assert_eq!(beside, ["ck"], "no .tmp, .old or .del is left");
+
+    // A checkpoint deleted by hand stays deleted, even beside a stale moved-aside copy.
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::write(old.join(checkpoint::TRAINER_STATE_FILE), "{}").unwrap();
+    std::fs::remove_dir_all(&ck).unwrap();
+    assert!(!checkpoint::exists(&ck).unwrap(), "no crash window: nothing to move back");
+    save(4, "four").unwrap();
+    assert_eq!(read(), (4, "four".to_string()));
+    assert!(!old.exists(), "the stale copy is removed by the next save");
 }

@@ -152,3 +152,45 @@ fn a_checkpoint_of_another_run_is_refused() {
     let same = PretrainConfig { train: TrainConfig { checkpoint_every: 1, ..train_cfg() }, ..pc };
     assert_eq!(pretrain(&a, &toks, &same, Some(run), &mut no_observer).unwrap().steps_this_run, 0);
 }
+
+/// The loop asks its observer for files while it fills each checkpoint, and they land inside it; an
+/// observer that cannot write them fails that checkpoint and leaves the previous one whole.
+#[test]
+fn the_observers_files_are_written_into_each_checkpoint() {
+    let toks = stream(1200);
+    let pc = PretrainConfig { train: TrainConfig { checkpoint_every: 2, ..train_cfg() }, seq_len: 16, steps: 6 };
+    let d = tempfile::tempdir().unwrap();
+    let run = RunDir { dir: d.path(), tokenizer: None, format: None };
+    let ck = d.path().join("checkpoint");
+    let read = || {
+        let state = model::train::checkpoint::read_state(&ck).unwrap().step;
+        (state, std::fs::read_to_string(ck.join("seen.txt")).unwrap())
+    };
+
+    // Writes "<checkpoint step>/<last step seen>" into each checkpoint, or fails the one at `fail_at`.
+    fn observer(fail_at: u64) -> impl FnMut(&TrainEvent<'_>) -> ControlFlow<()> {
+        let mut seen = 0;
+        move |e| match e {
+            TrainEvent::Step(m) => {
+                seen = m.step;
+                ControlFlow::Continue(())
+            }
+            TrainEvent::CheckpointFiles { step, .. } if *step == fail_at => ControlFlow::Break(()),
+            TrainEvent::CheckpointFiles { step, dir } => {
+                std::fs::write(dir.join("seen.txt"), format!("{step}/{seen}")).unwrap();
+                ControlFlow::Continue(())
+            }
+            _ => ControlFlow::Continue(()),
+        }
+    }
+    let lm = CausalLm::init(&cfg(), 1, &Device::Cpu).unwrap();
+    // Checkpoints at 2 and 4; the one at 4 fails.
+    let e = pretrain(&lm, &toks, &pc, Some(run), &mut observer(4)).unwrap_err().to_string();
+    assert!(e.contains("could not write its files"), "{e}");
+    assert_eq!(read(), (2, "2/2".to_string()), "the previous checkpoint, with its own files");
+    // Resumed, it writes them at 4 and at the end.
+    let lm = CausalLm::init(&cfg(), 1, &Device::Cpu).unwrap();
+    let r = pretrain(&lm, &toks, &pc, Some(run), &mut observer(0)).unwrap();
+    assert_eq!(r.resumed_from_step, Some(2));
+    assert_eq!(read(), (6, "6/6".to_string()));
+}

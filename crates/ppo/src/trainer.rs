@@ -26,8 +26,7 @@ use world::meta::TaskMeta;
 use crate::math::{self, AdvantageEstimator, gae, kl_per_token, leave_one_out, token_rewards, whiten};
 use crate::params::PpoParams;
 
-/// The training log and the saved rollouts inside a resumable checkpoint.
-const LOG_FILE: &str = "train_log.json";
+/// The saved rollouts inside a resumable checkpoint (beside its training log).
 const ROLLOUTS_FILE: &str = "rollouts.json";
 
 /// A prompt PPO can use.
@@ -223,22 +222,19 @@ impl<'a> Trainer<'a> {
         }
         self.extra = serde_json::from_value(state.extra).context("reading the PPO checkpoint's state")?;
         self.iteration = state.step;
-        let missing = |file: &str| {
-            anyhow::anyhow!(
-                "{} holds a PPO checkpoint without its {file}: delete the directory to start this step over",
-                dir.display()
-            )
-        };
-        let log = dir.join(LOG_FILE);
-        if !log.is_file() {
-            return Err(missing(LOG_FILE));
-        }
-        self.log = TrainLog::load_or_new(&log)?;
+        self.log = TrainLog::from_checkpoint(&dir)?;
         if self.p.save_rollouts {
             let path = dir.join(ROLLOUTS_FILE);
-            let text = std::fs::read_to_string(&path).map_err(|_| missing(ROLLOUTS_FILE))?;
+            if !path.is_file() {
+                bail!(
+                    "{} holds a PPO checkpoint without its {ROLLOUTS_FILE}: delete {} to start this step over",
+                    dir.display(),
+                    dir.display()
+                );
+            }
+            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
             self.rollouts = serde_json::from_str(&text)
-                .with_context(|| format!("reading the checkpoint's rollouts ({})", path.display()))?;
+                .with_context(|| format!("{} is not the checkpoint's rollouts", path.display()))?;
         }
         self.resumed_from = Some(state.step);
         Ok(())
@@ -269,8 +265,9 @@ impl<'a> Trainer<'a> {
         // The log and rollouts go inside the checkpoint, written before trainer_state.json marks it
         // complete, so they are replaced with the weights in one step.
         checkpoint::save_with(&dir, &parts, &state, |tmp| {
-            let io = |e: anyhow::Error| model::ModelError::checkpoint(tmp, format!("{e:#}"));
-            self.log.save(&tmp.join(LOG_FILE)).map_err(io)?;
+            let io =
+                |e: anyhow::Error| model::ModelError::checkpoint(&dir, format!("writing its log and rollouts: {e:#}"));
+            self.log.save_to_checkpoint(tmp).map_err(io)?;
             if self.p.save_rollouts {
                 let bytes = serde_json::to_vec(&self.rollouts).map_err(|e| io(e.into()))?;
                 lineage::store::write_atomic(&tmp.join(ROLLOUTS_FILE), &bytes).map_err(io)?;

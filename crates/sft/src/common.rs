@@ -12,9 +12,6 @@ use model::train::{TrainEvent, checkpoint};
 use model::{LlamaConfig, Preset};
 use serde::{Deserialize, Serialize};
 
-/// The training log's file inside a checkpoint.
-const LOG_FILE: &str = "train_log.json";
-
 /// A model size: a preset, optionally with some dimensions changed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -87,15 +84,7 @@ impl Observer {
     /// there is one; a checkpoint without its log is an error, not a fresh log.
     pub fn new(progress: &Progress, total: u64, what: &str, checkpoint_dir: &Path) -> Result<Observer> {
         let log = if checkpoint::exists(checkpoint_dir)? {
-            let path = checkpoint_dir.join(LOG_FILE);
-            if !path.is_file() {
-                anyhow::bail!(
-                    "{} holds a checkpoint without its training log ({LOG_FILE}): delete the directory to \
-                     start this step over",
-                    checkpoint_dir.display()
-                );
-            }
-            TrainLog::load_or_new(&path)?
+            TrainLog::from_checkpoint(checkpoint_dir)?
         } else {
             TrainLog::new()
         };
@@ -131,7 +120,7 @@ impl Observer {
                 self.log.record(*step, "epoch", (*epoch + 1) as f64);
             }
             TrainEvent::CheckpointFiles { dir, .. } => {
-                if let Err(e) = self.log.save(&dir.join(LOG_FILE)) {
+                if let Err(e) = self.log.save_to_checkpoint(dir) {
                     self.error = Some(e.context("writing the training log into the checkpoint"));
                     return ControlFlow::Break(());
                 }
@@ -150,6 +139,8 @@ impl Observer {
 
 #[cfg(test)]
 mod tests {
+    use lineage::log::CHECKPOINT_LOG;
+
     use super::*;
 
     #[test]
@@ -170,9 +161,9 @@ mod tests {
         assert_eq!(resumed.log.rows(), obs.log.rows());
 
         // A checkpoint that lost its log is an error naming it, not a log that starts over.
-        std::fs::remove_file(ck.join(LOG_FILE)).unwrap();
+        std::fs::remove_file(ck.join(CHECKPOINT_LOG)).unwrap();
         let e = Observer::new(&progress, 10, "t", &ck).err().unwrap().to_string();
-        assert!(e.contains(LOG_FILE) && e.contains("checkpoint"), "{e}");
+        assert!(e.contains(CHECKPOINT_LOG) && e.contains("checkpoint"), "{e}");
 
         // A log that cannot be written fails the checkpoint, and the loop's error says why.
         let not_a_dir = dir.path().join("a-file");

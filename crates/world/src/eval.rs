@@ -92,18 +92,6 @@ pub fn stereotyped(meta: &TaskMeta, response: &str) -> Option<bool> {
     }
 }
 
-/// Normalised entropy (bits, in [0, 1]) of the choices between two alternatives: 1 is unbiased (half
-/// each), 0 always the same. Responses that chose neither are left out; 0 when none chose.
-pub fn choice_entropy(choices: &[Option<&str>]) -> f64 {
-    let he = choices.iter().filter(|c| **c == Some("he")).count() as f64;
-    let she = choices.iter().filter(|c| **c == Some("she")).count() as f64;
-    let n = he + she;
-    if n == 0.0 {
-        return 0.0;
-    }
-    [he / n, she / n].iter().filter(|p| **p > 0.0).map(|p| -p * p.log2()).sum()
-}
-
 /// Per-output metadata rates over a set of judged responses (the paper's Figure 4 metadata).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MetadataRates {

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use lineage::hash::short;
 use lineage::key::diff_params;
@@ -311,14 +311,15 @@ pub fn gc(store: &Store, plans: &[Plan], dry_run: bool) -> Result<()> {
         freed += bytes;
         removed += 1;
     }
-    for (_lock, dirs) in store.leftovers()? {
+    store.for_each_leftover(|dirs| {
         for dir in dirs {
             println!("{} leftover {}", if dry_run { "would remove" } else { "removing" }, dir.display());
             if !dry_run {
-                std::fs::remove_dir_all(&dir)?;
+                std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
             }
         }
-    }
+        Ok(())
+    })?;
     println!(
         "{} {removed} artifacts ({freed} bytes); kept {} referenced by {}",
         if dry_run { "would remove" } else { "removed" },

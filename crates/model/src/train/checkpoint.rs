@@ -7,6 +7,8 @@
 //! <part>/config.json          one sub-directory per trained model ("" = the root itself);
 //! <part>/model.safetensors    each is a loadable model directory (score.safetensors too for a
 //! <part>/optimizer.*          scalar model) plus its optimizer state
+//! ...                         the caller's own files (`save_with`: a training log, rollouts),
+//!                             written before trainer_state.json, which marks it complete
 //! ```
 //!
 //! It is filled under a temporary name, fsynced and renamed into place, so a crash leaves the

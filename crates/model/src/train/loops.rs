@@ -347,7 +347,7 @@ impl<'a> Run<'a> {
                 ControlFlow::Continue(()) => Ok(()),
                 ControlFlow::Break(()) => Err(ModelError::checkpoint(
                     &dir,
-                    "the training observer could not write its files into the checkpoint (its log says why)",
+                    "the training observer could not write its files into the checkpoint",
                 )),
             }
         })?;
