@@ -257,23 +257,28 @@ fn a_changed_input_file_reruns_its_step() {
     assert_eq!(out["other"], "cached");
 }
 
+/// `compare` of the pipeline against itself with `flag` (`--set-a` / `--set-b`) `set`: its report.
+fn compare(store: &Path, flag: &str, set: &str) -> String {
+    let out = Command::new(BIN)
+        .arg("compare")
+        .arg(config())
+        .arg(config())
+        .arg("--store")
+        .arg(store)
+        .args([flag, set])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout)
+}
+
 #[test]
 fn compare_shows_metrics_and_lineage_differences() {
     let store = tempfile::tempdir().unwrap();
     let s = store.path();
     run_ok(s, &["run"], &[]);
     run_ok(s, &["run", "-s", "emit.rows=5"], &[]);
-    let out = Command::new(BIN)
-        .arg("compare")
-        .arg(config())
-        .arg(config())
-        .arg("--store")
-        .arg(s)
-        .args(["--set-b", "emit.rows=5"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let report = text(&out.stdout);
+    let report = compare(s, "--set-b", "emit.rows=5");
     assert!(report.contains("param rows: 4 vs 5"), "{report}");
     assert!(report.contains("other: same artifact"), "{report}");
     assert!(report.lines().any(|l| l.trim_start().starts_with("rows") && l.contains("+1")), "{report}");
@@ -284,17 +289,7 @@ fn compare_shows_metrics_and_lineage_differences() {
     let set = format!("emit.from_file=\"{}\"", data.display());
     run_ok(s, &["run", "-s", &set], &[]);
     for (flag, side) in [("--set-b", "B"), ("--set-a", "A")] {
-        let out = Command::new(BIN)
-            .arg("compare")
-            .arg(config())
-            .arg(config())
-            .arg("--store")
-            .arg(s)
-            .args([flag, &set])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        let report = text(&out.stdout);
+        let report = compare(s, flag, &set);
         assert!(report.contains(&format!("data.txt only in {side}")), "{report}");
     }
 }
