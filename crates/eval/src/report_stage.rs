@@ -212,13 +212,15 @@ impl TypedStage for EvalReport {
             // Every test prompt, and apart: the paper's use cases (its API prompt distribution) and
             // the probes (harmful, honesty, provocative and gendered-choice prompts, 40% of the
             // world's test prompts against 16% of its training prompts, for their own metrics).
-            let use_case: Vec<bool> = metas.iter().map(|(_, meta, _)| meta.family.is_use_case()).collect();
-            let part = |on: bool| -> Vec<f64> {
-                wins.iter().zip(&use_case).filter(|(_, u)| **u == on).map(|(w, _)| *w).collect()
-            };
-            for (metric, values) in
-                [("win_rate", wins.clone()), (WIN_RATE_USE_CASES, part(true)), (WIN_RATE_PROBES, part(false))]
+            for (metric, use_cases) in
+                [("win_rate", None), (WIN_RATE_USE_CASES, Some(true)), (WIN_RATE_PROBES, Some(false))]
             {
+                let values: Vec<f64> = metas
+                    .iter()
+                    .zip(&wins)
+                    .filter(|((_, meta, _), _)| use_cases.is_none_or(|u| meta.family.is_use_case() == u))
+                    .map(|(_, w)| *w)
+                    .collect();
                 if let Some(w) = boot.mean(metric, &values) {
                     rows.push(row(m, &w.metric, w.value, (w.lo, w.hi), w.n, &ctx.key));
                 }

@@ -12,6 +12,20 @@ use crate::tables::{LogRow, TIMING, TRAIN_LOG};
 /// The training log's file inside a resumable checkpoint.
 pub const CHECKPOINT_LOG: &str = "train_log.json";
 
+/// The path of file `name` (its `what`, for the message) inside the complete resumable checkpoint
+/// `dir`; an error when it is missing, since resuming without it would lose what it holds.
+pub fn checkpoint_file(dir: &Path, name: &str, what: &str) -> Result<std::path::PathBuf> {
+    let path = dir.join(name);
+    if !path.is_file() {
+        bail!(
+            "{} holds a checkpoint without its {what} ({name}): delete {} to start this step over",
+            dir.display(),
+            dir.display()
+        );
+    }
+    Ok(path)
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct TrainLog {
     rows: Vec<LogRow>,
@@ -80,15 +94,7 @@ impl TrainLog {
     /// The log inside the complete checkpoint `dir`. A checkpoint without one is an error, not an
     /// empty log: resuming would lose every row before it.
     pub fn from_checkpoint(dir: &Path) -> Result<TrainLog> {
-        let path = dir.join(CHECKPOINT_LOG);
-        if !path.is_file() {
-            bail!(
-                "{} holds a checkpoint without its training log ({CHECKPOINT_LOG}): delete {} to start this step over",
-                dir.display(),
-                dir.display()
-            );
-        }
-        TrainLog::load(&path)
+        TrainLog::load(&checkpoint_file(dir, CHECKPOINT_LOG, "training log")?)
     }
 
     /// Writes `train_log` and (volatile) `timing`.

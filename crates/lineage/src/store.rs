@@ -284,9 +284,9 @@ impl Store {
     /// Removes an artifact (for `gc`; hold its lock). It first leaves the store in one rename, into
     /// `_tmp/`, so an interrupted removal never leaves a half-deleted directory with its manifest.
     pub fn remove(&self, artifact: &Artifact) -> Result<()> {
-        let gone = self.root.join("_tmp").join(format!("{}.gc-{}", artifact.key(), now_nanos()));
         let tmp = self.root.join("_tmp");
         fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let gone = tmp.join(format!("{}.gc-{}", artifact.key(), now_nanos()));
         fs::rename(&artifact.dir, &gone).with_context(|| format!("removing {}", artifact.dir.display()))?;
         if let Some(parent) = artifact.dir.parent() {
             sync_dir(parent)?;

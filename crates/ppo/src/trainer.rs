@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor};
-use lineage::log::TrainLog;
+use lineage::log::{TrainLog, checkpoint_file};
 use lineage::tables::RolloutRow;
 use model::batch::Batch;
 use model::bundle::{Bundle, Sampled, score_pairs, with_eos};
@@ -224,14 +224,7 @@ impl<'a> Trainer<'a> {
         self.iteration = state.step;
         self.log = TrainLog::from_checkpoint(&dir)?;
         if self.p.save_rollouts {
-            let path = dir.join(ROLLOUTS_FILE);
-            if !path.is_file() {
-                bail!(
-                    "{} holds a PPO checkpoint without its {ROLLOUTS_FILE}: delete {} to start this step over",
-                    dir.display(),
-                    dir.display()
-                );
-            }
+            let path = checkpoint_file(&dir, ROLLOUTS_FILE, "rollouts")?;
             let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
             self.rollouts = serde_json::from_str(&text)
                 .with_context(|| format!("{} is not the checkpoint's rollouts", path.display()))?;

@@ -107,15 +107,12 @@ pub(crate) fn ingest_rows(ctx: &mut StageContext, s: &RowSettings, want: Want) -
             "max_prompt_tokens / max_response_tokens need a tokenizer: give the step input tokenizer = \"<tokenizer step>\", or limit characters with max_prompt_chars / max_response_chars"
         );
     }
-    let count = |text: &str| -> Result<usize, String> {
-        match &tokenizer {
-            Some(t) => {
-                t.encode(text, false).map(|e| e.len()).map_err(|e| format!("the tokenizer cannot encode it: {e}"))
-            }
-            None => Ok(0),
+    let count = tokenizer.as_ref().map(|t| {
+        move |text: &str| -> Result<usize, String> {
+            t.encode(text, false).map(|e| e.len()).map_err(|e| format!("the tokenizer cannot encode it: {e}"))
         }
-    };
-    let tokens: Option<hygiene::TokenCount<'_>> = if tokenizer.is_some() { Some(&count) } else { None };
+    });
+    let tokens: Option<hygiene::TokenCount<'_>> = count.as_ref().map(|c| c as hygiene::TokenCount<'_>);
     let (groups, report) = hygiene::apply(examples, h, tokens, &mut q);
     // Rows whose tokens could not be counted are bad rows too.
     check_bad(ctx, &q, s.max_bad_fraction)?;
